@@ -1,0 +1,113 @@
+"""``python -m tafs <stage>``: one entry point per DAG stage. Snakemake rules only call these."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("tafs")
+
+
+def _threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, n))
+
+
+def cmd_prompts(a: argparse.Namespace) -> None:
+    from tafs.io import atomic_path
+    from tafs.toyworld.prompts import prompt_set, spec_to_dict
+
+    specs = prompt_set(a.split)
+    with atomic_path(a.out) as tmp:
+        tmp.write_text("".join(json.dumps(spec_to_dict(s)) + "\n" for s in specs))
+    log.info("wrote %d %s prompts to %s", len(specs), a.split, a.out)
+
+
+def cmd_pretrain(a: argparse.Namespace) -> None:
+    from tafs.config import from_dict, parse_json_arg
+    from tafs.pretrain import PretrainConfig, Pretrainer
+
+    _threads(a.threads)
+    cfg = from_dict(PretrainConfig, parse_json_arg(a.cfg, "pretrain"), "pretrain")
+    trainer = Pretrainer(cfg, Path(a.out), Path(a.ckpt_dir))
+    metrics = trainer.run(resume=not a.no_resume)
+    trainer.export(metrics)
+    log.info("pretrained %d steps in %.0f s -> %s", metrics["steps"], metrics["wall_s"], a.out)
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from tafs.config import from_dict, parse_json_arg
+    from tafs.evaluate import EvalConfig, evaluate
+    from tafs.models.loading import load_backbone
+
+    _threads(a.threads)
+    cfg = from_dict(EvalConfig, {**parse_json_arg(a.cfg, "eval"), "sampler": a.sampler, "nfe": a.nfe}, "eval")
+    if cfg.nfe < 1:
+        raise SystemExit(f"--nfe must be >= 1, got {cfg.nfe}")
+    backbone = load_backbone(a.model, adapter=a.adapter)
+    m = evaluate(backbone, cfg, a.name or Path(a.model).name, Path(a.out))
+    log.info("%s %s@%d: correct %.3f dense %.3f", m["model"], cfg.sampler, cfg.nfe,
+             m["metrics"]["correct"]["mean"], m["metrics"]["dense"]["mean"])
+
+
+def cmd_figure4(a: argparse.Namespace) -> None:
+    from tafs.report.figures import figure4
+
+    figure4([Path(p) for p in a.metrics], Path(a.out), metric=a.metric)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tafs", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("prompts", help="write a prompt split as JSONL")
+    s.add_argument("--split", choices=["train", "test", "all"], required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_prompts)
+
+    s = sub.add_parser("pretrain", help="rectified-flow pretraining of the toy base model")
+    s.add_argument("--cfg", default="{}", help="JSON of the `pretrain` config section")
+    s.add_argument("--out", required=True, help="model folder (hub layout) to write")
+    s.add_argument("--ckpt-dir", required=True, help="resumable checkpoints (keep outside Snakemake outputs)")
+    s.add_argument("--no-resume", action="store_true")
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(fn=cmd_pretrain)
+
+    s = sub.add_parser("evaluate", help="sample the test prompts at an NFE and score them")
+    s.add_argument("--model", required=True)
+    s.add_argument("--adapter", default=None, help="a peft LoRA adapter folder to apply")
+    s.add_argument("--name", default=None)
+    s.add_argument("--sampler", choices=["ode", "annealed"], default="ode")
+    s.add_argument("--nfe", type=int, required=True)
+    s.add_argument("--cfg", default="{}", help="JSON of the `eval` config section")
+    s.add_argument("--out", required=True, help="folder for metrics.json and grid.png")
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(fn=cmd_evaluate)
+
+    s = sub.add_parser("figure4", help="metric vs NFE plot from metrics.json files")
+    s.add_argument("--metrics", nargs="+", required=True)
+    s.add_argument("--metric", default="correct")
+    s.add_argument("--out", required=True, help="PNG path (a PDF is written beside it)")
+    s.set_defaults(fn=cmd_figure4)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    from tafs.config import ConfigError
+
+    try:
+        args.fn(args)
+    except ConfigError as e:
+        raise SystemExit(f"config error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The embedded "shapes" world: GenEval-like prompts, a renderer and a programmatic evaluator."""

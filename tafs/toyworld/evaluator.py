@@ -1,0 +1,91 @@
+"""Programmatic, non-differentiable GenEval-style checker for the shapes world.
+
+Per cell of the slot grid: pixels are labelled with the nearest palette colour (or background);
+a cell with enough foreground is an object; its colour is the majority label (None when impure)
+and its shape the template of best IoU (None below ``min_iou``). A spec is then checked by
+matching its required objects to detected ones:
+
+- constraints: the object count is exact; each required object is matched (shape, and colour when
+  given) by a distinct detection; the relation holds for the matched pair.
+- ``correct`` = all constraints hold (GenEval's strict score); ``dense`` = fraction that hold.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tafs.toyworld.prompts import PromptSpec
+from tafs.toyworld.render import BACKGROUND, CELL, GRID, PALETTE, TEMPLATES, relation_holds
+
+_LABELS = ["background", *PALETTE]
+_COLORS = torch.tensor([BACKGROUND, *PALETTE.values()], dtype=torch.float32)  # (5, 3)
+_TEMPL = {k: torch.from_numpy(v) for k, v in TEMPLATES.items()}
+
+
+@dataclass(frozen=True)
+class Detection:
+    cell: int
+    shape: str | None
+    color: str | None
+
+
+@dataclass(frozen=True)
+class Score:
+    correct: float
+    dense: float
+
+
+def detect(image: torch.Tensor, min_pixels: int = 8, min_iou: float = 0.6,
+           min_purity: float = 0.75) -> list[Detection]:
+    """Objects in one image (3, H, W) with values in [0, 1]."""
+    img = image.detach().float().clamp(0, 1).permute(1, 2, 0)  # H W 3
+    dist = ((img[..., None, :] - _COLORS) ** 2).sum(-1)  # H W 5
+    labels = dist.argmin(-1)
+    out = []
+    for cell in range(GRID * GRID):
+        r, c = divmod(cell, GRID)
+        lab = labels[r * CELL:(r + 1) * CELL, c * CELL:(c + 1) * CELL]
+        fg = lab > 0
+        n_fg = int(fg.sum())
+        if n_fg < min_pixels:
+            continue
+        counts = torch.bincount(lab[fg], minlength=len(_LABELS))
+        major = int(counts.argmax())
+        color = _LABELS[major] if counts[major] >= min_purity * n_fg else None
+        ious = {k: float((fg & t).sum() / (fg | t).sum()) for k, t in _TEMPL.items()}
+        best = max(ious, key=ious.get)
+        out.append(Detection(cell, best if ious[best] >= min_iou else None, color))
+    return out
+
+
+def _matches(req, det: Detection) -> bool:
+    return det.shape == req.shape and (req.color is None or det.color == req.color)
+
+
+def score(spec: PromptSpec, detections: list[Detection]) -> Score:
+    req = spec.objects
+    count_ok = len(detections) == len(req)
+    best_matched, rel_ok = 0, False
+    # Brute force over injective assignments (<= 3 required objects, <= 16 detections).
+    k = min(len(req), len(detections))
+    for idx in itertools.permutations(range(len(detections)), k):
+        assign = {i: detections[j] for i, j in enumerate(idx) if _matches(req[i], detections[j])}
+        rel = (spec.relation is not None and 0 in assign and 1 in assign
+               and relation_holds(spec.relation, assign[0].cell, assign[1].cell))
+        if (len(assign), rel) > (best_matched, rel_ok):
+            best_matched, rel_ok = len(assign), rel
+    checks = [count_ok] + [True] * best_matched + [False] * (len(req) - best_matched)
+    if spec.relation is not None:
+        checks.append(rel_ok)
+    return Score(correct=float(all(checks)), dense=sum(checks) / len(checks))
+
+
+def evaluate_images(specs: list[PromptSpec], images: torch.Tensor) -> list[Score]:
+    """Score a batch of images (B, 3, H, W) in [0, 1] against their specs."""
+    if len(specs) != len(images):
+        raise ValueError(f"{len(specs)} specs but {len(images)} images")
+    return [score(s, detect(im)) for s, im in zip(specs, images)]

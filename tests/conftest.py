@@ -1,0 +1,86 @@
+"""Shared fixtures: tiny toy backbones and a fake analytic backbone.
+
+Everything here is deliberately small: the test machine has 2 cores shared with a training job.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tafs.models.backbone import Backbone, Cond
+
+torch.set_num_threads(1)
+
+TINY = dict(layers=1, heads=2, head_dim=8, text_dim=16, text_layers=1, text_heads=2)
+
+
+class LinearFakeBackbone(Backbone):
+    """v(x, sigma) = a * x + b * sigma (per sample), independent of the prompt.
+
+    ``calls`` records (x, sigma) of every velocity call so tests can check what the sampler fed in.
+    """
+
+    def __init__(self, a: float = 0.5, b: float = 1.0, shape: tuple[int, ...] = (1, 2, 2)):
+        self.a, self.b = a, b
+        self._shape = shape
+        self.device = torch.device("cpu")
+        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._module = torch.nn.Identity()
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    def encode(self, prompts: list[str]) -> Cond:
+        return Cond(torch.zeros(len(prompts), 3, 4), torch.zeros(len(prompts), 4))
+
+    def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
+        assert sigma.shape == (x.shape[0],)
+        self.calls.append((x.clone(), sigma.clone()))
+        return self.a * x + self.b * sigma.reshape(-1, *([1] * (x.ndim - 1)))
+
+    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+        return x0
+
+    def denoiser(self) -> torch.nn.Module:
+        return self._module
+
+    def save(self, path: str) -> None:  # pragma: no cover - not used
+        raise NotImplementedError
+
+
+@pytest.fixture
+def fake_backbone() -> LinearFakeBackbone:
+    return LinearFakeBackbone()
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    from tafs.models.toy import ToyModelConfig
+
+    return ToyModelConfig(**TINY)
+
+
+def build_tiny(seed: int = 0):
+    from tafs.models.toy import ToyModelConfig, build_toy
+    from tafs.toyworld.prompts import vocabulary
+
+    b = build_toy(ToyModelConfig(**TINY), vocabulary(), seed=seed)
+    b.transformer.eval()
+    b.text_encoder.eval()
+    return b
+
+
+@pytest.fixture
+def tiny_backbone():
+    """A freshly built tiny toy backbone (function scope: LoRA tests mutate it)."""
+    return build_tiny()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny toy backbone saved once per session in the hub layout."""
+    path = tmp_path_factory.mktemp("toy") / "base"
+    build_tiny().save(path)
+    return path

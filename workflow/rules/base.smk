@@ -1,0 +1,16 @@
+# The base model: the toy base is pretrained here unless config.model.pretrained names a folder.
+if not config["model"]["pretrained"]:
+
+    rule pretrain_base:
+        output:
+            directory(f"{R}/models/base"),
+        params:
+            cfg=cfg_json("pretrain"),
+            # Resumable checkpoints live outside the declared output (Snakemake deletes outputs before a run).
+            ckpt=f"{R}/checkpoints/pretrain",
+        threads: config["threads"]
+        log:
+            f"{R}/logs/pretrain_base.log",
+        shell:
+            "python -m tafs pretrain --cfg {params.cfg} --out {output} --ckpt-dir {params.ckpt} "
+            "--threads {threads} 2> {log}"
