@@ -60,7 +60,7 @@ class Pretrainer:
         seed_everything(cfg.seed)
         self.model = build_toy(cfg.model, vocabulary(), seed=cfg.seed)
         self.params = [*self.model.transformer.parameters(), *self.model.text_encoder.parameters()]
-        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
         self.sched = get_scheduler("cosine", self.opt, num_warmup_steps=cfg.warmup_steps,
                                    num_training_steps=cfg.steps)
         self.ema = EMAModel(self.params, decay=cfg.ema_decay, use_ema_warmup=True, power=0.75)

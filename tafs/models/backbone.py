@@ -89,8 +89,14 @@ class Backbone(ABC):
         if not hasattr(module, "disable_adapter"):
             yield
             return
-        with module.disable_adapter():
-            yield
+        # peft re-enables the adapter on exit with requires_grad=True everywhere; keep what we had.
+        flags = [(p, p.requires_grad) for p in module.parameters()]
+        try:
+            with module.disable_adapter():
+                yield
+        finally:
+            for p, flag in flags:
+                p.requires_grad_(flag)
 
     def velocity_cfg(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond, null: Cond | None,
                      scale: float) -> torch.Tensor:

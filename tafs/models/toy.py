@@ -26,8 +26,8 @@ MODEL_INDEX = {
 class ToyModelConfig:
     image_size: int = 32
     channels: int = 3
-    patch_size: int = 4
-    layers: int = 4
+    patch_size: int = 8
+    layers: int = 6
     heads: int = 4
     head_dim: int = 32
     text_dim: int = 64
