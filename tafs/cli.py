@@ -54,6 +54,19 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
              m["metrics"]["correct"]["mean"], m["metrics"]["dense"]["mean"])
 
 
+def cmd_train(a: argparse.Namespace) -> None:
+    from tafs.config import from_dict, parse_json_arg
+    from tafs.models.loading import load_backbone
+    from tafs.train.trainer import Trainer, TrainConfig
+
+    _threads(a.threads)
+    cfg = from_dict(TrainConfig, parse_json_arg(a.cfg, "train"), "train")
+    trainer = Trainer(load_backbone(a.model), cfg, Path(a.ckpt_dir))
+    summary = trainer.run(resume=not a.no_resume)
+    trainer.export(Path(a.out), {**summary, "base_model": a.model})
+    log.info("trained %d iterations in %.0f s -> %s", summary["iterations"], summary["wall_s"], a.out)
+
+
 def cmd_figure4(a: argparse.Namespace) -> None:
     from tafs.report.figures import figure4
 
@@ -88,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="folder for metrics.json and grid.png")
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(fn=cmd_evaluate)
+
+    s = sub.add_parser("train", help="GRPO training (TAFS-GRPO or a baseline) of a LoRA adapter")
+    s.add_argument("--model", required=True, help="base model folder")
+    s.add_argument("--cfg", default="{}", help="JSON of the training config (a `train` section merged with a method)")
+    s.add_argument("--out", required=True, help="run folder: adapter/, metrics.jsonl, train_summary.json")
+    s.add_argument("--ckpt-dir", required=True, help="resumable checkpoints (keep outside Snakemake outputs)")
+    s.add_argument("--no-resume", action="store_true")
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("figure4", help="metric vs NFE plot from metrics.json files")
     s.add_argument("--metrics", nargs="+", required=True)

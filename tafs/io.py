@@ -55,6 +55,10 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 
 
 def _json_default(o: Any) -> Any:
+    import dataclasses
+
+    if dataclasses.is_dataclass(o) and not isinstance(o, type):
+        return dataclasses.asdict(o)
     if hasattr(o, "tolist"):
         return o.tolist()
     if isinstance(o, Path):

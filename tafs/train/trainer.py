@@ -1,0 +1,249 @@
+"""The GRPO loop shared by TAFS-GRPO and every baseline (DESIGN §6-8), on ``accelerate``.
+
+Per iteration: B prompts x G samples are drawn with the method's sampler under the current policy
+(old log-probs come with the trajectory), every scored one-step estimate is rewarded, advantages are
+normalised per prompt group and step, then ``inner_epochs`` passes of ``minibatches`` optimiser steps
+maximise the clipped surrogate minus beta KL to the reference (the base: LoRA disabled).
+
+Everything random in an iteration comes from generators seeded by (seed, iteration, rank), so a run
+resumed from a checkpoint continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from tafs.io import append_jsonl, atomic_path, read_jsonl
+from tafs.models.backbone import Backbone, Cond, LoraSpec
+from tafs.rewards.registry import build as build_reward
+from tafs.sampling.policy import gaussian_kl_same_std, gaussian_log_prob
+from tafs.seeding import seed_everything, step_generators
+from tafs.train.advantages import AdvantageConfig, action_weights, mix_advantages, shuffle_within_groups
+from tafs.train.loss import ppo_clip_loss
+from tafs.train.methods import Method, MethodConfig
+from tafs.toyworld.prompts import CATEGORIES, PromptSpec, prompt_set
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    rank: int = 32
+    alpha: int = 64
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    iterations: int = 300
+    prompts_per_iter: int = 8  # B
+    group_size: int = 8  # G
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    clip_eps: float = 1e-3
+    beta: float = 0.0  # KL weight
+    inner_epochs: int = 1
+    minibatches: int = 2  # optimiser steps per epoch
+    grad_clip: float = 1.0
+    mixed_precision: str = "no"  # no | fp16 | bf16 (accelerate)
+    checkpoint_every: int = 25
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+
+
+def draw_prompts(pool: dict[str, list[PromptSpec]], n: int, rng: np.random.Generator) -> list[PromptSpec]:
+    cats = list(pool)
+    return [pool[c][rng.integers(len(pool[c]))] for c in (cats[rng.integers(len(cats))] for _ in range(n))]
+
+
+class Trainer:
+    def __init__(self, backbone: Backbone, cfg: TrainConfig, ckpt_dir: Path):
+        from accelerate import Accelerator
+
+        self.cfg, self.ckpt_dir = cfg, Path(ckpt_dir)
+        self.accel = Accelerator(mixed_precision=cfg.mixed_precision)
+        seed_everything(cfg.seed)
+        self.backbone = backbone
+        backbone.to(self.accel.device)
+        for m in (getattr(backbone, "text_encoder", None), backbone.denoiser()):
+            if m is not None:
+                m.requires_grad_(False)
+        backbone.add_lora(LoraSpec(rank=cfg.lora.rank, alpha=cfg.lora.alpha), seed=cfg.seed)
+        self.params = backbone.trainable_parameters()
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+        self.method = Method(cfg.method)
+        self.rewards = {name: build_reward(name) for name in cfg.advantage.rewards}
+        self.pool = {c: prompt_set("train", [c]) for c in CATEGORIES}
+        self.iteration = 0
+        self._cond_cache: dict[str, Cond] = {}
+
+    # -- helpers -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> Cond:
+        """Text encoder is frozen: cache per prompt."""
+        missing = sorted({t for t in texts if t not in self._cond_cache})
+        if missing:
+            enc = self.backbone.encode(missing)
+            for i, t in enumerate(missing):
+                self._cond_cache[t] = enc.index(slice(i, i + 1))
+        return Cond.cat([self._cond_cache[t] for t in texts])
+
+    def score_steps(self, texts: list[str], x0_hats: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Rewards (N, S) of every scored estimate x0_hats[:, 1:] (the first, from pure noise, is not scored)."""
+        n, steps = x0_hats.shape[:2]
+        images = self.backbone.decode(x0_hats[:, 1:].flatten(0, 1)).float().cpu()
+        rep = [t for t in texts for _ in range(steps - 1)]
+        return {k: fn(rep, images).reshape(n, steps - 1) for k, fn in self.rewards.items()}
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        from peft import get_peft_model_state_dict
+
+        if not self.accel.is_main_process:
+            return
+        state = {"iteration": self.iteration, "opt": self.opt.state_dict(), "config": asdict(self.cfg),
+                 "lora": get_peft_model_state_dict(self.accel.unwrap_model(self.backbone.denoiser()))}
+        with atomic_path(self.ckpt_dir / "checkpoint.pt") as tmp:
+            torch.save(state, tmp)
+
+    def try_resume(self) -> bool:
+        from peft import set_peft_model_state_dict
+
+        path = self.ckpt_dir / "checkpoint.pt"
+        if not path.exists():
+            return False
+        state = torch.load(path, weights_only=False, map_location=self.accel.device)
+        if state["config"] != asdict(self.cfg):
+            raise ValueError(f"{path} was written with another training config; delete it to start afresh")
+        set_peft_model_state_dict(self.accel.unwrap_model(self.backbone.denoiser()), state["lora"])
+        self.opt.load_state_dict(state["opt"])
+        self.iteration = state["iteration"]
+        # Metrics of iterations after the checkpoint are recomputed: drop them.
+        mpath = self.ckpt_dir / "metrics.jsonl"
+        if mpath.exists():
+            rows = [r for r in read_jsonl(mpath) if r["iteration"] < self.iteration]
+            with atomic_path(mpath) as tmp:
+                tmp.write_text("".join(__import__("json").dumps(r) + "\n" for r in rows))
+        return True
+
+    # -- one iteration -----------------------------------------------------------------------------
+    def iterate(self) -> dict:
+        cfg, it = self.cfg, self.iteration
+        rng, gen = step_generators(cfg.seed, it, stream=self.accel.process_index)
+        specs = draw_prompts(self.pool, cfg.prompts_per_iter, rng)
+        texts = [s.text for s in specs for _ in range(cfg.group_size)]
+        groups = torch.arange(len(specs)).repeat_interleave(cfg.group_size)
+        cond = self.encode(texts)
+        dev = self.accel.device
+
+        t0 = time.time()
+        self.backbone.denoiser().eval()
+        noise = torch.randn((len(texts), *self.backbone.latent_shape), generator=gen).to(dev)
+        traj = self.method.sample(self.backbone, cond, noise, gen, it)
+        t1 = time.time()
+        rewards = self.score_steps(texts, traj.x0_hats)
+        adv = mix_advantages(rewards, cfg.advantage.rewards, groups, cfg.advantage.aggregation, cfg.advantage.eps)
+        weights = action_weights(adv, traj.action_step - 1, cfg.advantage.mode, cfg.advantage.n_adv)
+        if cfg.advantage.shuffle_control:
+            weights = shuffle_within_groups(weights, groups, gen)
+        t2 = time.time()
+        stats = self.optimise(traj, cond, weights.to(dev), gen)
+        t3 = time.time()
+
+        row = {"iteration": it, **stats, "time_sample_s": t1 - t0, "time_reward_s": t2 - t1, "time_opt_s": t3 - t2,
+               "time_iter_s": t3 - t0, **self.method.nfe_accounting()}
+        for name, r in rewards.items():
+            for s in range(r.shape[1]):
+                row[f"reward/{name}/step{s + 2}_mean"] = float(r[:, s].mean())
+                row[f"reward/{name}/step{s + 2}_std"] = float(r[:, s].std())
+            row[f"reward/{name}/final_mean"] = float(r[:, -1].mean())
+        return row
+
+    def optimise(self, traj, cond: Cond, weights: torch.Tensor, gen: torch.Generator) -> dict:
+        cfg = self.cfg
+        self.backbone.denoiser().train()
+        n = traj.actions.shape[0]
+        trained = torch.nonzero(traj.trained).flatten().tolist()
+        agg: dict[str, list[float]] = {k: [] for k in ("loss", "policy", "kl", "clip_frac", "approx_kl", "ratio")}
+        norms = []
+        for _ in range(cfg.inner_epochs):
+            perm = torch.randperm(n, generator=gen)
+            for mb in perm.chunk(cfg.minibatches):
+                mb_dev = mb.to(self.accel.device)
+                c = cond.index(mb_dev)
+                for j in trained:
+                    parts = self._action_loss(traj, c, mb_dev, j, weights)
+                    self.accel.backward(parts.loss / len(trained))
+                    for k, v in zip(agg, (parts.loss, parts.policy, parts.kl, parts.clip_frac, parts.approx_kl,
+                                          parts.ratio_mean)):
+                        agg[k].append(float(v.detach()))
+                norms.append(float(self.accel.clip_grad_norm_(self.params, cfg.grad_clip)))
+                self.opt.step()
+                self.opt.zero_grad(set_to_none=True)
+        out = {k: float(np.mean(v)) for k, v in agg.items()}
+        out["grad_norm"] = float(np.mean(norms))
+        return out
+
+    def _action_loss(self, traj, cond: Cond, mb: torch.Tensor, j: int, weights: torch.Tensor):
+        x, a = traj.states[mb, j], traj.actions[mb, j]
+        s, s_next = float(traj.sigmas[j]), float(traj.sigmas_next[j])
+        with self.accel.autocast():
+            mean, std, _ = self.method.transition(self.backbone, x, s, s_next, cond)
+        logp = gaussian_log_prob(a, mean, std)
+        kl = None
+        if self.cfg.beta > 0:
+            with torch.no_grad(), self.backbone.adapter_disabled(), self.accel.autocast():
+                mean_ref, _, _ = self.method.transition(self.backbone, x, s, s_next, cond)
+            kl = gaussian_kl_same_std(mean, mean_ref, std)
+        return ppo_clip_loss(logp, traj.log_probs[mb, j], weights[mb, j], self.cfg.clip_eps, kl, self.cfg.beta)
+
+    # -- the run -----------------------------------------------------------------------------------
+    def run(self, resume: bool = True, stop_after: int | None = None) -> dict:
+        """Train to ``cfg.iterations`` (or stop early after ``stop_after`` iterations, for tests)."""
+        resumed = resume and self.try_resume()
+        mpath = self.ckpt_dir / "metrics.jsonl"
+        if not resumed and mpath.exists():
+            mpath.unlink()
+        t0 = time.time()
+        bar = tqdm(total=self.cfg.iterations, initial=self.iteration, desc="train", unit="it", mininterval=5,
+                   disable=not self.accel.is_main_process)
+        done = 0
+        while self.iteration < self.cfg.iterations and (stop_after is None or done < stop_after):
+            row = self.iterate()
+            self.iteration += 1
+            done += 1
+            if self.accel.is_main_process:
+                append_jsonl(mpath, row)
+            bar.update(1)
+            bar.set_postfix(reward=f"{row[f'reward/{next(iter(self.rewards))}/final_mean']:.3f}")
+            if self.iteration % self.cfg.checkpoint_every == 0 or self.iteration == self.cfg.iterations:
+                self.save_checkpoint()
+        bar.close()
+        return {"iterations": self.iteration, "wall_s": time.time() - t0, "resumed": resumed}
+
+    def export(self, out_dir: Path, summary: dict) -> None:
+        """Write the run folder: adapter/ (peft, safetensors), metrics.jsonl, train_summary.json."""
+        from tafs.io import atomic_dir, write_json
+
+        if not self.accel.is_main_process:
+            return
+        out_dir = Path(out_dir)
+        with atomic_dir(out_dir / "adapter") as tmp:
+            self.accel.unwrap_model(self.backbone.denoiser()).save_pretrained(str(tmp), safe_serialization=True)
+        rows = read_jsonl(self.ckpt_dir / "metrics.jsonl")
+        with atomic_path(out_dir / "metrics.jsonl") as tmp:
+            tmp.write_text((self.ckpt_dir / "metrics.jsonl").read_text())
+        sec = [r["time_iter_s"] for r in rows]
+        write_json(out_dir / "train_summary.json", {
+            **summary, "config": asdict(self.cfg), **self.method.nfe_accounting(),
+            "sec_per_iter": float(np.median(sec)) if sec else None,
+            "final_reward": {k: float(np.mean([r[f"reward/{k}/final_mean"] for r in rows[-10:]])) for k in self.rewards},
+        })

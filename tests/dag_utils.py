@@ -1,0 +1,36 @@
+"""Helpers to run the project's Snakemake DAG in a scratch copy of the workflow."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def scratch_workflow(tmp: Path) -> Path:
+    """Copy Snakefile, config.yaml and workflow/ into ``tmp`` (results stay inside it)."""
+    shutil.copy(REPO / "Snakefile", tmp / "Snakefile")
+    shutil.copy(REPO / "config.yaml", tmp / "config.yaml")
+    shutil.copytree(REPO / "workflow", tmp / "workflow")
+    return tmp
+
+
+def run_snakemake(workdir: Path, *args: str, configs: list[dict] | None = None,
+                  timeout: int = 900) -> subprocess.CompletedProcess:
+    """``snakemake`` in ``workdir`` with extra config files written from dicts."""
+    extra = []
+    for i, cfg in enumerate(configs or []):
+        path = workdir / f"extra_{i}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        extra.append(str(path))
+    cmd = [sys.executable, "-m", "snakemake", *args]
+    if extra:
+        cmd += ["--configfile", *extra]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)

@@ -1,0 +1,32 @@
+"""A bad config fails before any job runs, naming the key (schema validation in the Snakefile)."""
+
+import pytest
+
+from dag_utils import run_snakemake, scratch_workflow
+
+
+@pytest.fixture(scope="module")
+def wf(tmp_path_factory):
+    return scratch_workflow(tmp_path_factory.mktemp("wf"))
+
+
+@pytest.mark.parametrize("bad, needle", [
+    ({"pretrain": {"stepz": 10}}, "stepz"),
+    ({"pretrain": {"steps": "ten"}}, "steps"),
+    ({"sweep": {"base_nfe": [4, 0]}}, "base_nfe"),
+    ({"eval": {"per_category": -1}}, "per_category"),
+    ({"model": {"kind": "sdxl"}}, "kind"),
+])
+def test_bad_config_fails_before_any_job(wf, bad, needle):
+    res = run_snakemake(wf, "-n", "--cores", "1", configs=[bad])
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out
+    assert needle in out, out
+    assert "validat" in out.lower(), out
+    assert not (wf / "results").exists()  # nothing ran
+
+
+def test_good_config_dry_runs(wf):
+    res = run_snakemake(wf, "-n", "--cores", "1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "pretrain_base" in res.stdout
