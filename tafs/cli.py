@@ -127,8 +127,10 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         args.fn(args)
-    except ConfigError as e:
-        raise SystemExit(f"config error: {e}") from None
+    except (ConfigError, ValueError, KeyError) as e:  # bad input: a one-line message (-v: the traceback)
+        if args.verbose:
+            raise
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -110,8 +110,11 @@ class Pretrainer:
         sigma = compute_density_for_timestep_sampling("logit_normal", cfg.batch_size,
                                                       logit_mean=cfg.logit_mean, logit_std=cfg.logit_std)
         xt = flow.interpolate(x0, eps, sigma)
-        v = self.model.velocity(xt, sigma, self.model.encode(texts))
-        loss = torch.nn.functional.mse_loss(v, flow.velocity_target(x0, eps))
+        cond = self.model.encode(texts)
+        if self.cfg.model.prediction == "x0":
+            loss = torch.nn.functional.mse_loss(self.model.predict_x0(xt, sigma, cond), x0)
+        else:
+            loss = torch.nn.functional.mse_loss(self.model.velocity(xt, sigma, cond), flow.velocity_target(x0, eps))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)

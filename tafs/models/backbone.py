@@ -62,6 +62,10 @@ class Backbone(ABC):
     def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
         """v_theta(x, sigma, c) with sigma of shape (B,) in [0, 1]."""
 
+    def predict_x0(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
+        """The one-step clean estimate x - sigma v (models that predict x0 directly override this)."""
+        return x - sigma.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1))) * self.velocity(x, sigma, cond)
+
     @abstractmethod
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
         """Clean latents -> images (B, 3, H, W) in [0, 1]."""
@@ -86,6 +90,7 @@ class Backbone(ABC):
     def adapter_disabled(self) -> Iterator[None]:
         """The reference policy: the same model with its LoRA adapter switched off."""
         module = self.denoiser()
+        module = getattr(module, "module", module)  # unwrap DDP
         if not hasattr(module, "disable_adapter"):
             yield
             return

@@ -34,6 +34,10 @@ class ToyModelConfig:
     text_layers: int = 2
     text_heads: int = 2
     max_tokens: int = 12
+    # "x0": the transformer predicts the clean image and v = (x - x0_hat) / sigma. With patch 8 a
+    # token carries 192 pixel values, more than the hidden width: a v-predicting model cannot pass
+    # the noise through and leaves grain everywhere, an x0-predicting one need not (cf. JiT, 2025).
+    prediction: str = "x0"
 
 
 def build_tokenizer(vocab_words: list[str], max_tokens: int):
@@ -106,10 +110,22 @@ class ToyBackbone(Backbone):
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), eos]
         return Cond(hidden, pooled)
 
-    def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
         t = sigma.to(x.dtype).expand(x.shape[0]) * 1000.0  # SD3 takes timesteps in [0, 1000]
         return self.transformer(hidden_states=x, encoder_hidden_states=cond.hidden,
                                 pooled_projections=cond.pooled, timestep=t, return_dict=False)[0]
+
+    def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
+        out = self._forward(x, sigma, cond)
+        if self.cfg.prediction == "velocity":
+            return out
+        s = sigma.to(x.dtype).expand(x.shape[0]).reshape(-1, *([1] * (x.ndim - 1)))
+        return (x - out) / s
+
+    def predict_x0(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
+        if self.cfg.prediction == "velocity":
+            return super().predict_x0(x, sigma, cond)
+        return self._forward(x, sigma, cond)
 
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
         return ((x0 + 1) / 2).clamp(0, 1)

@@ -18,7 +18,7 @@ def renoise_transition(backbone: Backbone, x: torch.Tensor, sigma: float, sigma_
                        cond: Cond) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The TAFS action distribution: mean (1 - s') x0_hat, std s'."""
     sig = torch.full((x.shape[0],), sigma, device=x.device, dtype=x.dtype)
-    x0_hat = flow.x0_from_velocity(x, backbone.velocity(x, sig, cond), sigma)
+    x0_hat = backbone.predict_x0(x, sig, cond)
     std = torch.full((x.shape[0],), sigma_next, device=x.device, dtype=torch.float32)
     return (1 - sigma_next) * x0_hat, std, x0_hat
 
@@ -33,7 +33,7 @@ def sample_annealed(backbone: Backbone, cond: Cond, noise: torch.Tensor, n_annea
     for n, s in enumerate(sigmas):
         if n == len(sigmas) - 1:  # last call: only the clean estimate
             sig = torch.full((x.shape[0],), s, device=x.device, dtype=x.dtype)
-            x0s.append(flow.x0_from_velocity(x, backbone.velocity(x, sig, cond), s))
+            x0s.append(backbone.predict_x0(x, sig, cond))
             break
         s_next = sigmas[n + 1]
         mean, std, x0_hat = renoise_transition(backbone, x, s, s_next, cond)

@@ -66,10 +66,12 @@ def draw_prompts(pool: dict[str, list[PromptSpec]], n: int, rng: np.random.Gener
 
 class Trainer:
     def __init__(self, backbone: Backbone, cfg: TrainConfig, ckpt_dir: Path):
-        from accelerate import Accelerator
+        from accelerate import Accelerator, DistributedDataParallelKwargs
 
         self.cfg, self.ckpt_dir = cfg, Path(ckpt_dir)
-        self.accel = Accelerator(mixed_precision=cfg.mixed_precision)
+        # Some LoRA weights get no gradient (the last SD3 block discards its text-query output).
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+        self.accel = Accelerator(mixed_precision=cfg.mixed_precision, kwargs_handlers=[ddp])
         seed_everything(cfg.seed)
         self.backbone = backbone
         backbone.to(self.accel.device)
@@ -79,7 +81,12 @@ class Trainer:
         backbone.add_lora(LoraSpec(rank=cfg.lora.rank, alpha=cfg.lora.alpha), seed=cfg.seed)
         self.params = backbone.trainable_parameters()
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+        # DDP wrapping (multi-GPU) and the grad scaler (fp16) come from prepare().
+        backbone.transformer, self.opt = self.accel.prepare(backbone.denoiser(), self.opt)
         self.method = Method(cfg.method)
+        if cfg.advantage.n_adv > cfg.method.n_annealed:
+            raise ValueError(f"advantage.n_adv = {cfg.advantage.n_adv} exceeds the {cfg.method.n_annealed} scored steps "
+                             "(method.n_annealed); use 1 <= n_adv <= n_annealed")
         self.rewards = {name: build_reward(name) for name in cfg.advantage.rewards}
         self.pool = {c: prompt_set("train", [c]) for c in CATEGORIES}
         self.iteration = 0

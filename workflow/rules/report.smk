@@ -1,6 +1,7 @@
 rule figure4:
     input:
         base_evals(),
+        run_evals(),
     output:
         png=f"{R}/figures/figure4.png",
         pdf=f"{R}/figures/figure4.pdf",
