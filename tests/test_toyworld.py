@@ -100,9 +100,9 @@ def test_wrong_count():
     spec = PromptSpec("counting", (ObjectSpec("cross"), ObjectSpec("cross")))
     s = evaluator.score(spec, evaluator.detect(_img([(0, "cross", "red"), (5, "cross", "green"),
                                                      (15, "cross", "yellow")])))
-    # count wrong, both required crosses matched -> 2 / 3
+    # count wrong, both required crosses matched -> 2 / 3, times 2 required / 3 detected (extra object)
     assert s.correct == 0.0
-    assert s.dense == pytest.approx(2 / 3)
+    assert s.dense == pytest.approx(2 / 3 * 2 / 3)
 
 
 def test_missing_object_two_object():

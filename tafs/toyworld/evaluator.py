@@ -7,7 +7,9 @@ matching its required objects to detected ones:
 
 - constraints: the object count is exact; each required object is matched (shape, and colour when
   given) by a distinct detection; the relation holds for the matched pair.
-- ``correct`` = all constraints hold (GenEval's strict score); ``dense`` = fraction that hold.
+- ``correct`` = all constraints hold (GenEval's strict score); ``dense`` = fraction that hold, times
+  n_required / n_detected when there are extra objects (without it a policy learns to scatter many
+  objects to match more required ones: a reward hack seen in a probe run).
 """
 
 from __future__ import annotations
@@ -81,7 +83,8 @@ def score(spec: PromptSpec, detections: list[Detection]) -> Score:
     checks = [count_ok] + [True] * best_matched + [False] * (len(req) - best_matched)
     if spec.relation is not None:
         checks.append(rel_ok)
-    return Score(correct=float(all(checks)), dense=sum(checks) / len(checks))
+    extra_penalty = min(1.0, len(req) / len(detections)) if detections else 1.0
+    return Score(correct=float(all(checks)), dense=extra_penalty * sum(checks) / len(checks))
 
 
 def evaluate_images(specs: list[PromptSpec], images: torch.Tensor) -> list[Score]:
