@@ -37,18 +37,18 @@ class PretrainConfig:
     logit_std: float = 1.0
     grad_clip: float = 1.0
     checkpoint_every: int = 250
+    # Relative sampling weight of each prompt category (missing = 1): multi-object prompts need more data.
+    category_weights: dict = field(default_factory=dict)
     model: ToyModelConfig = field(default_factory=ToyModelConfig)
 
 
-def sample_batch(specs_by_cat: dict[str, list[PromptSpec]], batch: int, rng: np.random.Generator
-                 ) -> list[PromptSpec]:
-    """Category-balanced draw of prompt specs."""
+def sample_batch(specs_by_cat: dict[str, list[PromptSpec]], batch: int, rng: np.random.Generator,
+                 weights: dict[str, float] | None = None) -> list[PromptSpec]:
+    """Draw prompt specs: a category by weight, then a prompt uniformly within it."""
     cats = list(specs_by_cat)
-    out = []
-    for _ in range(batch):
-        pool = specs_by_cat[cats[rng.integers(len(cats))]]
-        out.append(pool[rng.integers(len(pool))])
-    return out
+    w = np.array([float((weights or {}).get(c, 1.0)) for c in cats])
+    picks = rng.choice(len(cats), size=batch, p=w / w.sum())
+    return [specs_by_cat[cats[i]][rng.integers(len(specs_by_cat[cats[i]]))] for i in picks]
 
 
 class Pretrainer:
@@ -65,6 +65,9 @@ class Pretrainer:
                                    num_training_steps=cfg.steps)
         self.ema = EMAModel(self.params, decay=cfg.ema_decay, use_ema_warmup=True, power=0.75)
         self.specs = {c: prompt_set("train", [c]) for c in CATEGORIES}
+        unknown = sorted(set(cfg.category_weights) - set(CATEGORIES))
+        if unknown:
+            raise ValueError(f"pretrain.category_weights: unknown categories {unknown}; expected {list(CATEGORIES)}")
         self.step = 0
 
     # -- checkpoints -------------------------------------------------------------------------------
@@ -102,7 +105,7 @@ class Pretrainer:
 
         cfg = self.cfg
         rng, gen = step_generators(cfg.seed, self.step)
-        specs = sample_batch(self.specs, cfg.batch_size, rng)
+        specs = sample_batch(self.specs, cfg.batch_size, rng, cfg.category_weights)
         x0 = self.model.encode_images(render(specs, rng))
         texts = [s.text if rng.random() >= cfg.cfg_dropout else "" for s in specs]
         eps = torch.randn(x0.shape, generator=gen)

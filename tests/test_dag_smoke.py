@@ -30,5 +30,15 @@ def test_smoke_dag_outputs(smoke_run):
         assert set(m["metrics"]["correct"]["by_category"]) == {
             "single_object", "two_object", "counting", "colors", "position", "color_attr"}
         assert (path.parent / "grid.png").exists()
+    # TAFS-GRPO and its shuffled-advantage control, trained and swept at 4 and 8 NFE
+    for method in ("tafs_grpo", "tafs_grpo_shuffled"):
+        run = smoke_run / "runs" / method / "seed0"
+        assert (run / "adapter" / "adapter_model.safetensors").exists()
+        summary = json.loads((run / "train_summary.json").read_text())
+        assert summary["iterations"] == 2 and summary["nfe_old"] == 4 and summary["nfe_theta"] == 3
+        assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+        for nfe in (4, 8):
+            m = json.loads((smoke_run / f"eval/runs/{method}/seed0/annealed/nfe{nfe}/metrics.json").read_text())
+            assert m["model"] == method and m["sampler"] == "annealed" and m["nfe"] == nfe
     # no temp files left behind by atomic writes
     assert not list(smoke_run.rglob(".*.tmp")) and not list(smoke_run.rglob(".metrics*"))
