@@ -11,16 +11,18 @@ import torch
 from tafs import flow
 from tafs.models.backbone import Backbone, Cond
 from tafs.sampling.policy import gaussian_log_prob
+from tafs.sampling.sde import cps_coefficients, cps_gaussian
 from tafs.sampling.trajectory import Trajectory
 
 
 def renoise_transition(backbone: Backbone, x: torch.Tensor, sigma: float, sigma_next: float,
                        cond: Cond) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The TAFS action distribution: mean (1 - s') x0_hat, std s'."""
-    sig = torch.full((x.shape[0],), sigma, device=x.device, dtype=x.dtype)
-    x0_hat = backbone.predict_x0(x, sig, cond)
-    std = torch.full((x.shape[0],), sigma_next, device=x.device, dtype=torch.float32)
-    return (1 - sigma_next) * x0_hat, std, x0_hat
+    """The TAFS action distribution: mean (1 - s') x0_hat, std s'.
+
+    This is Coefficients-Preserving Sampling with eta = 1 (DESIGN §5): one function, shared with
+    :func:`tafs.sampling.sde.cps_transition`.
+    """
+    return cps_gaussian(backbone, x, sigma, sigma_next, cond, *cps_coefficients(1.0))
 
 
 @torch.no_grad()
@@ -37,7 +39,9 @@ def sample_annealed(backbone: Backbone, cond: Cond, noise: torch.Tensor, n_annea
             break
         s_next = sigmas[n + 1]
         mean, std, x0_hat = renoise_transition(backbone, x, s, s_next, cond)
-        eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        # drawn on the generator's device (a CPU generator with CUDA latents works), then moved
+        eps = torch.randn(x.shape, generator=generator, device=generator.device if generator is not None else x.device,
+                          dtype=x.dtype).to(x.device)
         a = mean + s_next * eps
         states.append(x), actions.append(a), logps.append(gaussian_log_prob(a, mean, std)), x0s.append(x0_hat)
         x = a

@@ -84,9 +84,11 @@ class Trainer:
         # DDP wrapping (multi-GPU) and the grad scaler (fp16) come from prepare().
         backbone.transformer, self.opt = self.accel.prepare(backbone.denoiser(), self.opt)
         self.method = Method(cfg.method)
-        if cfg.advantage.n_adv > cfg.method.n_annealed:
-            raise ValueError(f"advantage.n_adv = {cfg.advantage.n_adv} exceeds the {cfg.method.n_annealed} scored steps "
-                             "(method.n_annealed); use 1 <= n_adv <= n_annealed")
+        n_scored = self.method.num_scored_steps
+        if cfg.advantage.n_adv > n_scored:
+            src = "method.n_annealed" if cfg.method.sampler == "annealed" else "method.n_steps - 1"
+            raise ValueError(f"advantage.n_adv = {cfg.advantage.n_adv} exceeds the {n_scored} scored steps "
+                             f"({src}); use 1 <= n_adv <= {n_scored}")
         self.rewards = {name: build_reward(name) for name in cfg.advantage.rewards}
         self.pool = {c: prompt_set("train", [c]) for c in CATEGORIES}
         self.iteration = 0

@@ -1,0 +1,210 @@
+"""Stochastic samplers of the baselines (DESIGN §8): Flow-GRPO SDE, Dance SDE, CPS, and a generic chain.
+
+Every transition is a Gaussian step s -> s' (s' < s) with the signature of
+:class:`tafs.sampling.trajectory.Transition`: ``(backbone, x, sigma, sigma_next, cond) -> (mean, std (B,),
+x0_hat)``. One model call per step: the clean estimate comes from ``backbone.predict_x0`` (models that
+predict x0 override it) and the velocity from ``backbone.velocity``; whichever of the two the model does
+not compute natively is derived from the other through x0_hat = x - s v (DESIGN §3), so a step costs one
+forward pass (see :func:`velocity_and_x0`).
+
+- Flow-GRPO SDE (dt = s' - s < 0): g = eta sqrt(s / (1 - s)),
+  mean = x + v dt + g^2 / (2 s) (x + (1 - s) v) dt, std = g sqrt(-dt). At s = 1 the denominator
+  1 - s is replaced by 1 - s' (s' the next sigma), as in the public Flow-GRPO code
+  (``torch.where(sigma == 1, sigma_max, sigma)`` in the denominator only; sigma_max = sigmas[1]).
+- Dance SDE: the same drift family with a constant g = eta.
+- CPS (Coefficients-Preserving Sampling): eps_hat = (x - (1 - s) x0_hat) / s,
+  mean = (1 - s') x0_hat + s' cos(eta pi / 2) eps_hat, std = s' sin(eta pi / 2). eta = 1 is exactly the
+  TAFS re-noise transition (DESIGN §5), which :func:`tafs.sampling.annealed.renoise_transition` reuses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from tafs import flow
+from tafs.models.backbone import Backbone, Cond
+from tafs.sampling.policy import gaussian_log_prob
+from tafs.sampling.trajectory import Trajectory, Transition
+
+
+def _sigma_batch(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    return torch.full((x.shape[0],), sigma, device=x.device, dtype=x.dtype)
+
+
+def velocity_and_x0(backbone: Backbone, x: torch.Tensor, sigma: float, cond: Cond) -> tuple[torch.Tensor, torch.Tensor]:
+    """(v_hat, x0_hat) at (x, sigma) with ONE model call.
+
+    A backbone that keeps the default ``predict_x0`` (x - s v) is asked for its velocity and x0_hat is
+    computed exactly as ``predict_x0`` would; one that overrides ``predict_x0`` (x0-predicting models) is
+    asked for x0_hat and v = (x - x0_hat) / s, which is what its ``velocity`` returns. Needs sigma > 0.
+    """
+    sig = _sigma_batch(x, sigma)
+    if type(backbone).predict_x0 is Backbone.predict_x0:
+        v = backbone.velocity(x, sig, cond)
+        return v, flow.x0_from_velocity(x, v, sig)
+    x0_hat = backbone.predict_x0(x, sig, cond)
+    return (x - x0_hat) / sigma, x0_hat
+
+
+# -- the drift family of Flow-GRPO and DanceGRPO ----------------------------------------------------
+
+def flow_grpo_g(eta: float, sigma: float, sigma_next: float) -> float:
+    """Flow-GRPO diffusion coefficient eta sqrt(s / (1 - s)); at s = 1 the denominator uses s'."""
+    denom = 1.0 - (sigma_next if sigma >= 1.0 else sigma)
+    return eta * math.sqrt(sigma / denom)
+
+
+def _sde_gaussian(backbone: Backbone, x: torch.Tensor, sigma: float, sigma_next: float, cond: Cond,
+                  g: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """mean = x + v dt + g^2 / (2 s) (x + (1 - s) v) dt, std = g sqrt(-dt); mean in fp32 (bf16 overflows)."""
+    if not sigma_next < sigma:
+        raise ValueError(f"an SDE step needs sigma_next < sigma, got {sigma} -> {sigma_next}")
+    v, x0_hat = velocity_and_x0(backbone, x, sigma, cond)
+    xf, vf = x.float(), v.float()
+    dt = sigma_next - sigma
+    mean = xf + vf * dt + (g * g / (2 * sigma)) * (xf + (1 - sigma) * vf) * dt
+    std = torch.full((x.shape[0],), g * math.sqrt(-dt), device=x.device, dtype=torch.float32)
+    return mean, std, x0_hat
+
+
+@dataclass(frozen=True)
+class FlowSDETransition:
+    """The Flow-GRPO SDE step with noise level ``eta``."""
+
+    eta: float
+
+    def __call__(self, backbone: Backbone, x: torch.Tensor, sigma: float, sigma_next: float,
+                 cond: Cond) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return _sde_gaussian(backbone, x, sigma, sigma_next, cond, flow_grpo_g(self.eta, sigma, sigma_next))
+
+
+@dataclass(frozen=True)
+class DanceSDETransition:
+    """The DanceGRPO SDE step: the Flow-GRPO drift family with a constant g = ``eta``."""
+
+    eta: float
+
+    def __call__(self, backbone: Backbone, x: torch.Tensor, sigma: float, sigma_next: float,
+                 cond: Cond) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return _sde_gaussian(backbone, x, sigma, sigma_next, cond, self.eta)
+
+
+# -- Coefficients-Preserving Sampling (and the TAFS re-noise step, its eta = 1 case) ------------------
+
+def cps_coefficients(eta: float) -> tuple[float, float]:
+    """(cos(eta pi / 2), sin(eta pi / 2)), exact at eta = 0 and eta = 1 (cos(pi / 2) is not 0 in floats)."""
+    if eta == 1:
+        return 0.0, 1.0
+    if eta == 0:
+        return 1.0, 0.0
+    return math.cos(eta * math.pi / 2), math.sin(eta * math.pi / 2)
+
+
+def cps_gaussian(backbone: Backbone, x: torch.Tensor, sigma: float, sigma_next: float, cond: Cond,
+                 cos_coef: float, sin_coef: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """mean = (1 - s') x0_hat + s' cos_coef eps_hat, std = s' sin_coef (B,) fp32, and x0_hat.
+
+    The eps_hat term is skipped when cos_coef == 0 (eta = 1), so that case is bit-for-bit the TAFS
+    re-noise transition (and never divides by sigma).
+    """
+    x0_hat = backbone.predict_x0(x, _sigma_batch(x, sigma), cond)
+    mean = (1 - sigma_next) * x0_hat
+    if cos_coef != 0.0:
+        eps_hat = (x - (1 - sigma) * x0_hat) / sigma
+        mean = mean + (sigma_next * cos_coef) * eps_hat
+    std = torch.full((x.shape[0],), sigma_next * sin_coef, device=x.device, dtype=torch.float32)
+    return mean, std, x0_hat
+
+
+@dataclass(frozen=True)
+class CPSTransition:
+    """Coefficients-Preserving Sampling with noise level ``eta`` in [0, 1] (eta = 1: TAFS re-noising)."""
+
+    eta: float
+
+    def __call__(self, backbone: Backbone, x: torch.Tensor, sigma: float, sigma_next: float,
+                 cond: Cond) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        c, s = cps_coefficients(self.eta)
+        return cps_gaussian(backbone, x, sigma, sigma_next, cond, c, s)
+
+
+def flow_sde_transition(eta: float) -> Transition:
+    return FlowSDETransition(float(eta))
+
+
+def dance_sde_transition(eta: float) -> Transition:
+    return DanceSDETransition(float(eta))
+
+
+def cps_transition(eta: float) -> Transition:
+    return CPSTransition(float(eta))
+
+
+# -- the generic chain ----------------------------------------------------------------------------------
+
+def _randn(shape: torch.Size, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
+    """Standard normal noise drawn on the generator's device, moved to ``like``'s device."""
+    dev = generator.device if generator is not None else like.device
+    return torch.randn(shape, generator=generator, device=dev, dtype=like.dtype).to(like.device)
+
+
+@torch.no_grad()
+def sample_sde(backbone: Backbone, cond: Cond, noise: torch.Tensor, sigmas: Sequence[float] | torch.Tensor,
+               transition: Transition, stochastic: Sequence[bool], generator: torch.Generator | None = None
+               ) -> Trajectory:
+    """A chain over ``sigmas`` (decreasing, ending at 0) with N = len(sigmas) - 1 model calls.
+
+    Step j (sigmas[j] -> sigmas[j+1]) samples from ``transition`` when ``stochastic[j]``, else it is the
+    Euler ODE step x + (s' - s) v (no noise, log-prob 0, never trained). The last step (to 0) is always
+    the deterministic Euler step, which equals the one-step estimate, so ``final == x0_hats[:, -1]``.
+    ``stochastic`` has N - 1 entries (or N with a False last entry). The trajectory's actions are the
+    N - 1 non-final steps, ``trained`` = the stochastic mask, ``action_step[j] = j + 1``, ``nfe = N``.
+    """
+    sig = [float(s) for s in (sigmas.tolist() if isinstance(sigmas, torch.Tensor) else sigmas)]
+    n = len(sig) - 1
+    if n < 1:
+        raise ValueError(f"need at least 2 sigmas (1 model call), got {sig}")
+    if sig[-1] != 0.0:
+        raise ValueError(f"the sigma schedule must end at 0, got {sig[-1]}")
+    if any(not b < a for a, b in zip(sig[:-1], sig[1:])) or sig[0] > 1.0:
+        raise ValueError(f"sigmas must decrease strictly from at most 1, got {sig}")
+    mask = [bool(m) for m in stochastic]
+    if len(mask) == n:
+        if mask[-1]:
+            raise ValueError("the last step (to sigma 0) is deterministic; stochastic[-1] must be False")
+        mask = mask[:-1]
+    if len(mask) != n - 1:
+        raise ValueError(f"stochastic needs {n - 1} entries (one per non-final step), got {len(mask)}")
+
+    x = noise
+    states, actions, logps, x0s = [], [], [], []
+    for j in range(n):
+        s, s_next = sig[j], sig[j + 1]
+        if j == n - 1:  # Euler to 0: x - s v = x0_hat
+            x0s.append(backbone.predict_x0(x, _sigma_batch(x, s), cond))
+            break
+        if mask[j]:
+            mean, std, x0_hat = transition(backbone, x, s, s_next, cond)
+            eps = _randn(x.shape, generator, x)
+            a = (mean + std.reshape(-1, *([1] * (x.ndim - 1))).to(mean.dtype) * eps).to(x.dtype)
+            logp = gaussian_log_prob(a, mean, std)
+        else:
+            v, x0_hat = velocity_and_x0(backbone, x, s, cond)
+            a = flow.euler_step(x, v, s, s_next)
+            logp = torch.zeros(x.shape[0], device=x.device, dtype=torch.float32)
+        states.append(x), actions.append(a), logps.append(logp), x0s.append(x0_hat)
+        x = a
+
+    b, k = noise.shape[0], len(actions)
+    empty = noise.new_zeros((b, 0, *noise.shape[1:]))
+    return Trajectory(
+        states=torch.stack(states, 1) if k else empty,
+        actions=torch.stack(actions, 1) if k else empty,
+        log_probs=torch.stack(logps, 1) if k else noise.new_zeros((b, 0), dtype=torch.float32),
+        sigmas=torch.tensor(sig[:n - 1]), sigmas_next=torch.tensor(sig[1:n]),
+        x0_hats=torch.stack(x0s, 1), final=x0s[-1], trained=torch.tensor(mask, dtype=torch.bool),
+        nfe=n, action_step=torch.arange(1, k + 1))
