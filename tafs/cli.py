@@ -57,8 +57,10 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 def cmd_train(a: argparse.Namespace) -> None:
     from tafs.config import from_dict, parse_json_arg
     from tafs.models.loading import load_backbone
+    from tafs.distributed import check_expected_gpus
     from tafs.train.trainer import Trainer, TrainConfig
 
+    check_expected_gpus(a.expect_gpus)  # before any model is loaded: a wrong allocation fails at once
     _threads(a.threads)
     cfg = from_dict(TrainConfig, parse_json_arg(a.cfg, "train"), "train")
     trainer = Trainer(load_backbone(a.model), cfg, Path(a.ckpt_dir))
@@ -67,10 +69,25 @@ def cmd_train(a: argparse.Namespace) -> None:
     log.info("trained %d iterations in %.0f s -> %s", summary["iterations"], summary["wall_s"], a.out)
 
 
+def cmd_free_port(a: argparse.Namespace) -> None:
+    from tafs.distributed import free_port
+
+    print(free_port())
+
+
 def cmd_figure4(a: argparse.Namespace) -> None:
     from tafs.report.figures import figure4
 
     figure4([Path(p) for p in a.metrics], Path(a.out), metric=a.metric)
+
+
+def cmd_summary(a: argparse.Namespace) -> None:
+    from tafs.report.tables import eval_frame, to_markdown
+
+    paths = sorted(Path(a.results).glob("eval/**/metrics.json"))
+    if not paths:
+        raise SystemExit(f"no metrics.json under {a.results}/eval: run the pipeline first")
+    print(to_markdown(eval_frame(paths)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,7 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ckpt-dir", required=True, help="resumable checkpoints (keep outside Snakemake outputs)")
     s.add_argument("--no-resume", action="store_true")
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--expect-gpus", type=int, default=0, metavar="N",
+                   help="fail at start unless the job has exactly N GPUs (one per process under accelerate); "
+                        "0 (default) = CPU, nothing checked")
     s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("free-port", help="print a free TCP port (accelerate's --main_process_port)")
+    s.set_defaults(fn=cmd_free_port)
+
+    s = sub.add_parser("summary", help="print every evaluation under a results folder as a Markdown table")
+    s.add_argument("--results", default="results")
+    s.set_defaults(fn=cmd_summary)
 
     s = sub.add_parser("figure4", help="metric vs NFE plot from metrics.json files")
     s.add_argument("--metrics", nargs="+", required=True)

@@ -74,9 +74,10 @@ def chance_scores(specs: list[PromptSpec], seed: int) -> dict[str, float]:
     rng = np.random.default_rng(seed)
     images = render(specs, rng)
     idx = np.arange(len(specs))
-    for c in set(s.category for s in specs):
-        ix = np.array([i for i, s in enumerate(specs) if s.category == c])
-        idx[ix] = np.roll(ix, 1 + int(rng.integers(max(1, len(ix) - 1))))
+    for i, spec in enumerate(specs):
+        others = [j for j, o in enumerate(specs) if o.category == spec.category and o.text != spec.text]
+        if others:
+            idx[i] = others[int(rng.integers(len(others)))]
     scores = evaluate_images(specs, images[idx])
     return {"correct": float(np.mean([s.correct for s in scores])), "dense": float(np.mean([s.dense for s in scores]))}
 

@@ -14,10 +14,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def scratch_workflow(tmp: Path) -> Path:
-    """Copy Snakefile, config.yaml and workflow/ into ``tmp`` (results stay inside it)."""
+    """Copy Snakefile, config.yaml, workflow/ and the ``slurm`` profile link into ``tmp`` (results stay inside it)."""
     shutil.copy(REPO / "Snakefile", tmp / "Snakefile")
     shutil.copy(REPO / "config.yaml", tmp / "config.yaml")
     shutil.copytree(REPO / "workflow", tmp / "workflow")
+    if (REPO / "slurm").is_symlink():  # `--profile slurm` finds ./slurm -> workflow/profiles/slurm
+        (tmp / "slurm").symlink_to(os.readlink(REPO / "slurm"))
     return tmp
 
 

@@ -9,6 +9,8 @@ if not config["model"]["pretrained"]:
             # Resumable checkpoints live outside the declared output (Snakemake deletes outputs before a run).
             ckpt=f"{R}/checkpoints/pretrain",
         threads: config["threads"]
+        resources:
+            **stage_resources("pretrain"),
         log:
             f"{R}/logs/pretrain_base.log",
         shell:

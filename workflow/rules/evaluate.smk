@@ -11,6 +11,8 @@ rule eval_base:
         cfg=cfg_json("eval"),
         out=subpath(output.metrics, parent=True),
     threads: 1
+    resources:
+        **stage_resources("eval"),
     log:
         f"{R}/logs/eval/base_{{sampler}}_nfe{{nfe}}.log",
     shell:

@@ -3,6 +3,8 @@ rule prompts:
         f"{R}/prompts/{{split}}.jsonl",
     wildcard_constraints:
         split="train|test",
+    resources:
+        **stage_resources("default"),
     log:
         f"{R}/logs/prompts/{{split}}.log",
     shell:

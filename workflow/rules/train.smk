@@ -16,12 +16,17 @@ rule train:
         out=lambda wc, output: str(Path(output.summary).parent),
         # Resumable checkpoints live outside the declared outputs (Snakemake deletes those first).
         ckpt=lambda wc: f"{R}/checkpoints/runs/{wc.method}/seed{wc.seed}",
+        # `python -m tafs`, or `accelerate launch ... -m tafs` with one process per GPU when gpu > 1
+        launch=lambda wc, resources: tafs_launcher(resources),
+        gpus=lambda wc, resources: job_gpus(resources),
     threads: config["threads"]
+    resources:
+        **stage_resources("train"),
     log:
         f"{R}/logs/train/{{method}}_seed{{seed}}.log",
     shell:
-        "python -m tafs train --model {input.model} --cfg {params.cfg} --out {params.out} "
-        "--ckpt-dir {params.ckpt} --threads {threads} 2> {log}"
+        "{params.launch} train --model {input.model} --cfg {params.cfg} --out {params.out} "
+        "--ckpt-dir {params.ckpt} --threads {threads} --expect-gpus {params.gpus} 2> {log}"
 
 
 rule eval_run:
@@ -40,6 +45,8 @@ rule eval_run:
         cfg=cfg_json("eval"),
         out=subpath(output.metrics, parent=True),
     threads: 1
+    resources:
+        **stage_resources("eval"),
     log:
         f"{R}/logs/eval/{{method}}_seed{{seed}}_{{sampler}}_nfe{{nfe}}.log",
     shell:

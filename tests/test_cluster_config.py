@@ -1,0 +1,183 @@
+"""Cluster support without a cluster: the Slurm profile, per-stage resources, the multi-GPU launcher
+(dry runs), the real-model preset, and the GPU-count check of ``tafs train --expect-gpus``."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from dag_utils import REPO, run_snakemake, scratch_workflow
+from tafs.distributed import free_port, gpu_count_error
+
+PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
+
+
+# -- the profile ---------------------------------------------------------------------------------------
+
+
+def test_profile_contents():
+    prof = yaml.safe_load(PROFILE.read_text())
+    assert prof["executor"] == "slurm"
+    assert prof["jobs"] >= 1 and prof["retries"] == 1
+    assert prof["rerun-incomplete"] is True and prof["printshellcmds"] is True
+    assert prof["latency-wait"] >= 5
+    res = dict(r.split("=", 1) for r in prof["default-resources"])
+    assert {"mem_mb", "runtime"} <= set(res)
+    assert "slurm_partition" not in res and "slurm_account" not in res  # left to the user
+    assert "--gres" not in PROFILE.read_text().replace("# ", "")
+
+
+def test_literal_profile_name_resolves_to_the_project_profile():
+    link = REPO / "slurm"
+    assert link.is_symlink() and not os.path.isabs(os.readlink(link))
+    assert link.resolve() == PROFILE.parent.resolve()
+
+
+@pytest.fixture(scope="module")
+def wf(tmp_path_factory):
+    return scratch_workflow(tmp_path_factory.mktemp("cluster"))
+
+
+def _jobs(stdout: str, rule: str) -> list[dict]:
+    """(resources line, shell command) of every job of ``rule`` in a `-n -p` dry run."""
+    out = []
+    for block in re.split(r"\n(?=rule \w+:)", stdout):
+        if block.startswith(f"rule {rule}:"):
+            res = re.search(r"resources: (.*)", block)
+            cmd = re.search(r"Shell command: (.*)", block)
+            out.append({"resources": dict(kv.split("=", 1) for kv in res.group(1).split(", ")) if res else {},
+                        "shell": cmd.group(1) if cmd else ""})
+    return out
+
+
+def test_the_users_command_picks_up_the_profile(wf):
+    """`snakemake --cores all --profile slurm` from the repository root (dry run: no cluster needed)."""
+    res = run_snakemake(wf, "-n", "--cores", "all", "--profile", "slurm")
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    assert "Using profile slurm" in out, out
+    # toy default: gpu 0 everywhere -> CPU jobs (cpus_per_task = threads), no GPU resource at all
+    train = _jobs(res.stdout, "train")
+    assert len(train) == 2
+    for job in train:
+        assert "gpu" not in job["resources"] and "cpus_per_gpu" not in job["resources"], job
+        assert job["resources"]["cpus_per_task"] == "2" and job["resources"]["runtime"] == "240"
+        assert job["shell"].startswith("python -m tafs train ") and "--expect-gpus 0" in job["shell"]
+    pre = _jobs(res.stdout, "pretrain_base")[0]["resources"]
+    assert pre["mem_mb"] == "4000" and pre["cpus_per_task"] == "2"
+    assert all(j["resources"]["cpus_per_task"] == "1" for j in _jobs(res.stdout, "eval_base"))
+    assert all(j["resources"]["mem_mb"] == "1000" for j in _jobs(res.stdout, "prompts"))
+    assert len(_jobs(res.stdout, "figure4")) == 1  # a localrule: tests/test_slurm.py checks it stays off Slurm
+
+
+def test_multi_gpu_training_uses_accelerate(wf):
+    res = run_snakemake(wf, "-n", "-p", "--cores", "all", "--set-resources", "train:gpu=4")
+    assert res.returncode == 0, res.stdout + res.stderr
+    for job in _jobs(res.stdout, "train"):
+        assert job["resources"]["gpu"] == "4"
+        assert job["shell"].startswith("accelerate launch --multi_gpu --num_processes 4 --num_machines 1 "), job
+        assert "--main_process_port $(python -m tafs free-port) -m tafs train " in job["shell"]
+        assert "--expect-gpus 4" in job["shell"]
+    res = run_snakemake(wf, "-n", "-p", "--cores", "all", "--set-resources", "train:gpu=1")
+    for job in _jobs(res.stdout, "train"):
+        assert job["shell"].startswith("python -m tafs train ") and "--expect-gpus 1" in job["shell"], job
+
+
+def test_gpu_resources_from_config(wf):
+    cfg = {"resources": {"train": {"gpu": 2, "cpus_per_gpu": 6, "mem_mb": 9000, "runtime": 30},
+                         "eval": {"gpu": 1, "cpus_per_gpu": 3, "mem_mb": 5000, "runtime": 20}}}
+    res = run_snakemake(wf, "-n", "-p", "--cores", "all", configs=[cfg])
+    assert res.returncode == 0, res.stdout + res.stderr
+    for job in _jobs(res.stdout, "train"):
+        r = job["resources"]
+        assert (r["gpu"], r["cpus_per_gpu"], r["nodes"], r["mem_mb"], r["runtime"]) == ("2", "6", "1", "9000", "30")
+        assert "cpus_per_task" not in r  # it would override --cpus-per-gpu in the Slurm plugin
+        assert "--num_processes 2" in job["shell"] and "--expect-gpus 2" in job["shell"]
+    for job in _jobs(res.stdout, "eval_base"):
+        assert (job["resources"]["gpu"], job["resources"]["cpus_per_gpu"]) == ("1", "3")
+
+
+@pytest.mark.parametrize("bad, needle", [
+    ({"resources": {"train": {"gpus": 2}}}, "gpus"),
+    ({"resources": {"eval": {"gpu": 2}}}, "gpu"),          # evaluation is one process
+    ({"resources": {"train": {"gpu": -1}}}, "gpu"),
+    ({"resources": {"train": {"runtime": "2h"}}}, "runtime"),
+    ({"resources": {"plots": {"mem_mb": 1}}}, "plots"),
+])
+def test_bad_resources_fail_validation(wf, bad, needle):
+    res = run_snakemake(wf, "-n", "--cores", "1", configs=[bad])
+    out = res.stdout + res.stderr
+    assert res.returncode != 0 and needle in out and "validat" in out.lower(), out
+
+
+def test_sd3_cluster_preset_passes_the_schema(wf, tmp_path):
+    """The real-model preset validates and yields 8-GPU accelerate training (the model folder is faked)."""
+    preset = yaml.safe_load((REPO / "workflow" / "presets" / "sd3_cluster.yaml").read_text())
+    assert set(preset) == {"model", "resources"} and preset["model"]["kind"] == "sd3"
+    fake = tmp_path / "sd3"
+    fake.mkdir()
+    extra = tmp_path / "fake_model.yaml"  # one --configfile list: a second --configfile replaces the first
+    extra.write_text(yaml.safe_dump({"model": {"pretrained": str(fake)}}))
+    res = run_snakemake(wf, "-n", "-p", "--cores", "all", "--profile", "slurm",
+                        "--configfile", "workflow/presets/sd3_cluster.yaml", str(extra))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert not _jobs(res.stdout, "pretrain_base")  # a pretrained model: nothing to pretrain
+    n = preset["resources"]["train"]["gpu"]
+    for job in _jobs(res.stdout, "train"):
+        assert job["resources"]["gpu"] == str(n) and f"--num_processes {n} " in job["shell"]
+
+
+# -- tafs train --expect-gpus ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("expected, visible, world", [
+    (0, 0, 1), (0, 4, 1),      # CPU job: nothing checked
+    (1, 1, 1),                 # one GPU, plain python
+    (4, 4, 4),                 # accelerate: 4 processes, each sees all 4 GPUs
+    (4, 1, 4),                 # one GPU per task (srun --gpus-per-task=1)
+])
+def test_gpu_count_ok(expected, visible, world):
+    assert gpu_count_error(expected, visible, world) is None
+
+
+@pytest.mark.parametrize("expected, visible, world, cvd, cuda, hint", [
+    (1, 0, 1, None, True, "no GPU was allocated"),
+    (1, 0, 1, None, False, "CPU-only build"),
+    (2, 2, 1, "0,1", True, "accelerate launch --num_processes 2"),   # 2 GPUs, one process
+    (4, 4, 2, "0,1,2,3", True, "--num_processes (2) must equal"),
+    (1, 8, 1, None, True, "CUDA_VISIBLE_DEVICES"),                    # a workstation's 8 GPUs for gpu: 1
+    (2, 1, 1, "0", True, "sees 1 CUDA device"),
+])
+def test_gpu_count_mismatch(expected, visible, world, cvd, cuda, hint):
+    msg = gpu_count_error(expected, visible, world, cuda_visible_devices=cvd, cuda_build=cuda)
+    assert msg is not None and hint in msg, msg
+    assert "resources.train.gpu" in msg and "CUDA_VISIBLE_DEVICES=" in msg
+    assert f"expected {expected} GPU" in msg
+
+
+def test_negative_expect_gpus():
+    assert "must be >= 0" in gpu_count_error(-1, 0)
+
+
+def test_free_port_is_bindable():
+    port = free_port()
+    assert 1024 <= port <= 65535
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+
+
+def test_cli_expect_gpus_fails_before_loading(tmp_path):
+    """On a machine without the requested GPU `tafs train` stops at once with the message."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU visible, whatever the machine
+    res = subprocess.run([sys.executable, "-m", "tafs", "train", "--model", str(tmp_path / "missing"),
+                          "--out", str(tmp_path / "o"), "--ckpt-dir", str(tmp_path / "c"), "--expect-gpus", "1"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode != 0
+    assert "expected 1 GPU(s)" in res.stderr and "CUDA_VISIBLE_DEVICES=''" in res.stderr, res.stderr
+    assert not (tmp_path / "o").exists()
