@@ -16,7 +16,8 @@ import torch
 from tqdm.auto import tqdm
 
 from tafs import flow
-from tafs.io import atomic_dir, atomic_path, write_json
+from tafs.checkpoint import load_checkpoint, save_checkpoint
+from tafs.io import atomic_dir, write_json
 from tafs.models.toy import ToyBackbone, ToyModelConfig, build_toy
 from tafs.seeding import seed_everything, step_generators
 from tafs.toyworld.prompts import CATEGORIES, PromptSpec, prompt_set, vocabulary
@@ -79,18 +80,13 @@ class Pretrainer:
             "ema": self.ema.state_dict(),
             "opt": self.opt.state_dict(),
             "sched": self.sched.state_dict(),
-            "config": asdict(self.cfg),
         }
-        with atomic_path(self.ckpt_dir / "checkpoint.pt") as tmp:
-            torch.save(state, tmp)
+        save_checkpoint(self.ckpt_dir, state, asdict(self.cfg))
 
     def try_resume(self) -> bool:
-        path = self.ckpt_dir / "checkpoint.pt"
-        if not path.exists():
+        state = load_checkpoint(self.ckpt_dir, asdict(self.cfg))
+        if state is None:
             return False
-        state = torch.load(path, weights_only=False)
-        if state["config"] != asdict(self.cfg):
-            raise ValueError(f"checkpoint {path} was written with another config; delete it or restore the config")
         self.model.transformer.load_state_dict(state["transformer"])
         self.model.text_encoder.load_state_dict(state["text_encoder"])
         self.ema.load_state_dict(state["ema"])

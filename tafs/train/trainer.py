@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from tafs.checkpoint import load_checkpoint, save_checkpoint
 from tafs.io import append_jsonl, atomic_path, read_jsonl
 from tafs.models.backbone import Backbone, Cond, LoraSpec
 from tafs.rewards.registry import build as build_reward
@@ -118,20 +119,16 @@ class Trainer:
 
         if not self.accel.is_main_process:
             return
-        state = {"iteration": self.iteration, "opt": self.opt.state_dict(), "config": asdict(self.cfg),
+        state = {"iteration": self.iteration, "opt": self.opt.state_dict(),
                  "lora": get_peft_model_state_dict(self.accel.unwrap_model(self.backbone.denoiser()))}
-        with atomic_path(self.ckpt_dir / "checkpoint.pt") as tmp:
-            torch.save(state, tmp)
+        save_checkpoint(self.ckpt_dir, state, asdict(self.cfg))
 
     def try_resume(self) -> bool:
         from peft import set_peft_model_state_dict
 
-        path = self.ckpt_dir / "checkpoint.pt"
-        if not path.exists():
+        state = load_checkpoint(self.ckpt_dir, asdict(self.cfg), map_location=self.accel.device)
+        if state is None:
             return False
-        state = torch.load(path, weights_only=False, map_location=self.accel.device)
-        if state["config"] != asdict(self.cfg):
-            raise ValueError(f"{path} was written with another training config; delete it to start afresh")
         set_peft_model_state_dict(self.accel.unwrap_model(self.backbone.denoiser()), state["lora"])
         self.opt.load_state_dict(state["opt"])
         self.iteration = state["iteration"]
