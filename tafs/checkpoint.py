@@ -1,7 +1,13 @@
-"""Resumable checkpoints: one ``checkpoint.pt`` per run folder, written atomically, tied to its config."""
+"""Resumable checkpoints, one per run folder, written atomically and keyed by the config they were made with.
+
+A re-run with the same config resumes; a re-run after the config changed (Snakemake re-runs a job
+whose params changed) starts afresh instead of resuming someone else's state.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,21 +15,30 @@ import torch
 
 from tafs.io import atomic_path
 
-NAME = "checkpoint.pt"
+
+def config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def checkpoint_path(ckpt_dir: Path, config: dict[str, Any]) -> Path:
+    return Path(ckpt_dir) / f"checkpoint-{config_hash(config)}.pt"
 
 
 def save_checkpoint(ckpt_dir: Path, state: dict[str, Any], config: dict[str, Any]) -> None:
-    with atomic_path(Path(ckpt_dir) / NAME) as tmp:
+    path = checkpoint_path(ckpt_dir, config)
+    with atomic_path(path) as tmp:
         torch.save({**state, "config": config}, tmp)
+    for stale in Path(ckpt_dir).glob("checkpoint-*.pt"):  # checkpoints of older configs
+        if stale != path:
+            stale.unlink(missing_ok=True)
 
 
 def load_checkpoint(ckpt_dir: Path, config: dict[str, Any], map_location: Any = None) -> dict[str, Any] | None:
-    """The saved state, or None if there is none; refuses a checkpoint written under another config."""
-    path = Path(ckpt_dir) / NAME
+    """The state saved under exactly this config, or None (nothing to resume)."""
+    path = checkpoint_path(ckpt_dir, config)
     if not path.exists():
         return None
     state = torch.load(path, weights_only=False, map_location=map_location)
-    if state["config"] != config:
-        raise ValueError(f"checkpoint {path} was written with another config; delete {ckpt_dir} to start afresh "
-                         "or restore the config it was written with")
+    if state["config"] != config:  # a hash collision: never resume foreign state
+        return None
     return state

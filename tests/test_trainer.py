@@ -7,6 +7,7 @@ test reward, the mean brightness of the image: deterministic, and different for 
 
 from __future__ import annotations
 
+from tafs.checkpoint import checkpoint_path
 import json
 import os
 import subprocess
@@ -241,7 +242,7 @@ def test_two_iterations_change_every_lora_tensor_and_no_base_tensor(trained):
 
 def test_run_writes_checkpoint_and_metrics(trained):
     trainer, _, _, _, ckpt, _ = trained
-    state = torch.load(ckpt / "checkpoint.pt", weights_only=False)
+    state = torch.load(checkpoint_path(ckpt, asdict(trainer.cfg)), weights_only=False)
     assert state["iteration"] == 2
     assert state["config"] == asdict(trainer.cfg)
     rows = read_jsonl(ckpt / "metrics.jsonl")
@@ -297,12 +298,15 @@ def test_kill_and_resume_matches_uninterrupted(tiny_model_dir, tmp_path, uninter
                 assert r[key] == pytest.approx(value, rel=1e-5, abs=1e-7), (r["iteration"], key)
 
 
-def test_resume_with_other_config_refuses(tiny_model_dir, tmp_path):
+def test_changed_config_starts_afresh(tiny_model_dir, tmp_path):
+    """A checkpoint of another config is never resumed: the run starts at iteration 0 and replaces it."""
     ckpt = tmp_path / "ck"
     make_trainer(tiny_model_dir, ckpt, iterations=1).run()
     other = make_trainer(tiny_model_dir, ckpt, iterations=1, lr=5e-3)
-    with pytest.raises(ValueError, match="another config"):
-        other.run()
+    summary = other.run()
+    assert summary["resumed"] is False and other.iteration == 1
+    assert [p.name for p in ckpt.glob("checkpoint-*.pt")] == [checkpoint_path(ckpt, asdict(other.cfg)).name]
+    assert len(read_jsonl(ckpt / "metrics.jsonl")) == 1
 
 
 # -- (d) export ----------------------------------------------------------------------------------------
@@ -359,7 +363,7 @@ def test_cli_train(tiny_model_dir, tmp_path):
     assert s["nfe_old"] == 3 and s["nfe_theta"] == 2  # n_annealed = 2
     assert s["iterations"] == 2 and s["base_model"] == str(tiny_model_dir)
     assert s["config"]["group_size"] == 2 and s["config"]["lora"] == {"rank": 4, "alpha": 8}
-    assert (ck / "checkpoint.pt").is_file()
+    assert len(list(ck.glob("checkpoint-*.pt"))) == 1
 
 
 @pytest.mark.parametrize("cfg, needle", [
