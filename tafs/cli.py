@@ -41,17 +41,17 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from tafs.config import from_dict, parse_json_arg
-    from tafs.evaluate import EvalConfig, evaluate
+    from tafs.evaluate import EvalConfig, sweep
     from tafs.models.loading import load_backbone
 
     _threads(a.threads)
-    cfg = from_dict(EvalConfig, {**parse_json_arg(a.cfg, "eval"), "sampler": a.sampler, "nfe": a.nfe}, "eval")
-    if cfg.nfe < 1:
-        raise SystemExit(f"--nfe must be >= 1, got {cfg.nfe}")
+    cfg = from_dict(EvalConfig, {**parse_json_arg(a.cfg, "eval"), "sampler": a.sampler}, "eval")
+    if min(a.nfe) < 1:
+        raise SystemExit(f"--nfe must be >= 1, got {a.nfe}")
     backbone = load_backbone(a.model, adapter=a.adapter)
-    m = evaluate(backbone, cfg, a.name or Path(a.model).name, Path(a.out))
-    log.info("%s %s@%d: correct %.3f dense %.3f", m["model"], cfg.sampler, cfg.nfe,
-             m["metrics"]["correct"]["mean"], m["metrics"]["dense"]["mean"])
+    for m in sweep(backbone, cfg, a.nfe, a.name or Path(a.model).name, Path(a.out)):
+        log.info("%s %s@%d: %s", m["model"], m["sampler"], m["nfe"],
+                 " ".join(f"{k} {v['mean']:.3f}" for k, v in m["metrics"].items()))
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -90,6 +90,24 @@ def cmd_summary(a: argparse.Namespace) -> None:
     print(to_markdown(eval_frame(paths)))
 
 
+def cmd_grid(a: argparse.Namespace) -> None:
+    from tafs.grid import build_grid, grid_manifest
+    from tafs.io import read_json, write_json
+
+    config = read_json(a.config)
+    grid = build_grid(config)
+    write_json(a.out, grid_manifest(config, grid))
+    log.info("%d runs x %d seeds -> %s", len(grid.runs), len(config["seeds"]), a.out)
+
+
+# Stages whose module has its own argument parser: `python -m tafs <name> ...` == `python -m <module> ...`.
+DELEGATED = {
+    "train-scorer": ("tafs.toyworld.scorer", "train the toy CLIP-like scorer (a learned reward)"),
+    "tables": ("tafs.report.paper_tables", "the paper's Tables 1-7 and Figure 4 from results/grid.json"),
+    "mlflow-ingest": ("tafs.tracking", "ingest a results folder into MLflow (idempotent)"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tafs", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -108,14 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(fn=cmd_pretrain)
 
-    s = sub.add_parser("evaluate", help="sample the test prompts at an NFE and score them")
+    s = sub.add_parser("evaluate", help="sample the test prompts at one or more NFEs and score them")
     s.add_argument("--model", required=True)
     s.add_argument("--adapter", default=None, help="a peft LoRA adapter folder to apply")
     s.add_argument("--name", default=None)
     s.add_argument("--sampler", choices=["ode", "annealed"], default="ode")
-    s.add_argument("--nfe", type=int, required=True)
+    s.add_argument("--nfe", type=int, nargs="+", required=True, help="one or more NFEs (sampling steps)")
     s.add_argument("--cfg", default="{}", help="JSON of the `eval` config section")
-    s.add_argument("--out", required=True, help="folder for metrics.json and grid.png")
+    s.add_argument("--out", required=True, help="folder; each NFE writes nfe{N}/metrics.json and grid.png")
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(fn=cmd_evaluate)
 
@@ -138,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--results", default="results")
     s.set_defaults(fn=cmd_summary)
 
+    s = sub.add_parser("grid", help="write results/grid.json: every run of the DAG and each table's rows")
+    s.add_argument("--config", required=True, help="the effective config as JSON (results/config.json)")
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_grid)
+
+    for name, (module, text) in DELEGATED.items():
+        sub.add_parser(name, help=f"{text} (see python -m {module} --help)", add_help=False)
+
     s = sub.add_parser("figure4", help="metric vs NFE plot from metrics.json files")
     s.add_argument("--metrics", nargs="+", required=True)
     s.add_argument("--metric", default="correct")
@@ -147,18 +173,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = bool(argv) and argv[0] in ("-v", "--verbose")
+    rest = argv[1:] if verbose else argv
+    if rest and rest[0] in DELEGATED:
+        import importlib
+
+        module = importlib.import_module(DELEGATED[rest[0]][0])
+        return _one_line_errors(lambda: module.main(rest[1:]), verbose)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    _one_line_errors(lambda: args.fn(args), args.verbose)
+
+
+def _one_line_errors(fn, verbose: bool) -> None:
+    """Bad input (config, missing file, wrong value) ends in a one-line message; -v shows the traceback."""
     from tafs.config import ConfigError
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
     try:
-        args.fn(args)
-    except (ConfigError, ValueError, KeyError) as e:  # bad input: a one-line message (-v: the traceback)
-        if args.verbose:
+        fn()
+    except (ConfigError, ValueError, KeyError, FileNotFoundError) as e:
+        if verbose:
             raise
         raise SystemExit(f"error: {e}") from None
-
-
-if __name__ == "__main__":
-    main()

@@ -6,7 +6,7 @@ Each image index gets the same initial noise whatever the model, so comparisons 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,9 @@ class EvalConfig:
     batch_size: int = 128
     cfg_scale: float = 1.0
     shift: float = 1.0
+    # Learned scorers reported beside the checker's scores: reward name -> factory kwargs, e.g.
+    # {"clip": {"path": "results/models/clip_scorer"}} (tafs.rewards.registry).
+    scorers: dict = field(default_factory=dict)
 
 
 def eval_specs(split: str, per_category: int) -> list[PromptSpec]:
@@ -82,31 +85,55 @@ def chance_scores(specs: list[PromptSpec], seed: int) -> dict[str, float]:
     return {"correct": float(np.mean([s.correct for s in scores])), "dense": float(np.mean([s.dense for s in scores]))}
 
 
-def summarize(specs: list[PromptSpec], images: torch.Tensor) -> dict:
+def _stat(cats: list[str], vals: list[float]) -> dict:
+    return {**mean_ci(vals), "by_category": by_category(cats, vals)}
+
+
+def summarize(specs: list[PromptSpec], images: torch.Tensor, scorers: dict | None = None) -> dict:
+    """The checker's strict and dense scores, plus each learned scorer's, with CIs and per category."""
     scores = evaluate_images(specs, images)
     cats = [s.category for s in specs]
-    out = {}
-    for key in ("correct", "dense"):
-        vals = [getattr(s, key) for s in scores]
-        out[key] = {**mean_ci(vals), "by_category": by_category(cats, vals)}
+    out = {key: _stat(cats, [getattr(s, key) for s in scores]) for key in ("correct", "dense")}
+    texts = [s.text for s in specs]
+    for name, fn in (scorers or {}).items():
+        out[name] = _stat(cats, [float(v) for v in fn(texts, images)])
     return out
 
 
+def build_scorers(cfg: EvalConfig) -> dict:
+    from tafs.rewards.registry import build
+
+    return {name: build(name, **kwargs) for name, kwargs in cfg.scorers.items()}
+
+
 def evaluate(backbone: Backbone, cfg: EvalConfig, model_name: str, out_dir: Path,
-             progress: bool = True) -> dict:
+             progress: bool = True, scorers: dict | None = None) -> dict:
     """Sample, score, and write ``metrics.json`` + ``grid.png`` into ``out_dir``."""
     from tafs.report.grid import save_grid
 
     specs = eval_specs(cfg.split, cfg.per_category)
+    if scorers is None:
+        scorers = build_scorers(cfg)
     t0 = time.time()
     images = generate(backbone, specs, cfg, progress)
     wall = time.time() - t0
     metrics = {
         "model": model_name, "sampler": cfg.sampler, "nfe": cfg.nfe, "n": len(specs),
-        "metrics": summarize(specs, images), "chance": chance_scores(specs, cfg.seed),
+        "metrics": summarize(specs, images, scorers), "chance": chance_scores(specs, cfg.seed),
         "wall_s": wall, "config": asdict(cfg),
     }
     out_dir = Path(out_dir)
     save_grid(images, specs, out_dir / "grid.png", title=f"{model_name} · {cfg.sampler} · {cfg.nfe} NFE")
     write_json(out_dir / "metrics.json", metrics)
     return metrics
+
+
+def sweep(backbone: Backbone, cfg: EvalConfig, nfes: list[int], model_name: str, out_root: Path,
+          progress: bool = True) -> list[dict]:
+    """``evaluate`` at every NFE (one process: the model and scorers load once), into ``out_root/nfe{n}/``."""
+    bad = [n for n in nfes if n < 1]
+    if bad:
+        raise ValueError(f"NFE must be >= 1, got {bad}")
+    scorers = build_scorers(cfg)
+    return [evaluate(backbone, replace(cfg, nfe=n), model_name, Path(out_root) / f"nfe{n}", progress, scorers)
+            for n in nfes]

@@ -1,10 +1,15 @@
-"""The smoke preset runs the DAG end to end in a scratch folder and yields its plot and metrics."""
+"""The smoke preset runs the whole grid (tiny) end to end: every table, Figure 4, the report, MLflow."""
 
 import json
+import subprocess
+import sys
 
+import pandas as pd
 import pytest
 
 from dag_utils import run_snakemake, scratch_workflow
+
+TABLES = [f"table{i}" for i in range(1, 8)]
 
 
 @pytest.fixture(scope="module")
@@ -17,28 +22,80 @@ def smoke_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_smoke_dag_outputs(smoke_run):
+def test_models_runs_and_evals(smoke_run):
+    assert (smoke_run / "models" / "base" / "transformer" / "config.json").exists()
+    assert (smoke_run / "models" / "clip_scorer" / "config.json").exists()
+    grid = json.loads((smoke_run / "grid.json").read_text())
+    assert len(grid["runs"]) == 11  # 6 methods + N_annealed 1, 5 + N_adv 2 + 2 reward mixes (dedup'd)
+    base = sorted(smoke_run.glob("eval/base/*/nfe*/metrics.json"))
+    assert len(base) == 2 * 3  # 2 samplers x NFE {4, 8, 28} in the smoke preset
+    for path in base:
+        m = json.loads(path.read_text())
+        assert m["n"] == 6 * 4 and set(m["metrics"]) == {"correct", "dense", "clip"}
+        assert -1.0 <= m["metrics"]["clip"]["mean"] <= 1.0 and (path.parent / "grid.png").exists()
+    for name, spec in grid["runs"].items():
+        run = smoke_run / "runs" / name / "seed0"
+        summary = json.loads((run / "train_summary.json").read_text())
+        assert summary["iterations"] == 2 and (run / "adapter" / "adapter_model.safetensors").exists()
+        for nfe in (4, 8):
+            m = json.loads((smoke_run / f"eval/runs/{name}/seed0/{spec['eval_sampler']}/nfe{nfe}/metrics.json")
+                           .read_text())
+            assert m["model"] == name and m["nfe"] == nfe
+    flow = json.loads((smoke_run / "runs/flow_grpo/seed0/train_summary.json").read_text())
+    assert (flow["nfe_old"], flow["nfe_theta"]) == (10, 9) and grid["runs"]["flow_grpo"]["eval_sampler"] == "ode"
+    rows = [json.loads(x) for x in (smoke_run / "runs/tafs_grpo/seed0/metrics.jsonl").read_text().splitlines()]
+    assert {"reward/clip/step2_pearson_final", "reward/toy_dense/step3_pearson_final"} <= set(rows[0])
+    assert not list(smoke_run.rglob(".*.tmp")) and not list(smoke_run.rglob(".metrics*"))  # atomic writes
+
+
+@pytest.mark.slow
+def test_tables_figure_report(smoke_run):
+    for t in TABLES:
+        for ext in ("csv", "md", "tex"):
+            assert (smoke_run / "tables" / f"{t}.{ext}").stat().st_size > 0
+    t1 = pd.read_csv(smoke_run / "tables" / "table1.csv")
+    # base at 4 (sampler, NFE) rows + 4 methods x NFE {4, 8}
+    assert len(t1) == 4 + 4 * 2 and {"correct", "correct_ci95", "dense", "clip"} <= set(t1.columns)
+    t2 = pd.read_csv(smoke_run / "tables" / "table2.csv")
+    assert list(t2["method"]) == ["Base", "Flow-GRPO", "DanceGRPO", "MixGRPO", "TAFS-GRPO"]
+    assert {"nfe_old", "nfe_theta", "sec_per_iter"} <= set(t2.columns)
+    assert list(pd.read_csv(smoke_run / "tables" / "table3.csv")["method"]) == [
+        "TAFS-GRPO", "w/o TAFS", "w/o Step Adv."]
+    assert list(pd.read_csv(smoke_run / "tables" / "table4.csv")["run"]) == [
+        "tafs_grpo-n_annealed1", "tafs_grpo", "tafs_grpo-n_annealed5"]
+    assert len(pd.read_csv(smoke_run / "tables" / "table5.csv")) == 3
+    assert len(pd.read_csv(smoke_run / "tables" / "table6.csv")) == 3
+    t7 = pd.read_csv(smoke_run / "tables" / "table7.csv")
+    assert len(t7) == 2 and {"toy_dense", "clip"} <= set(t7.columns)
     fig = smoke_run / "figures" / "figure4.png"
     assert fig.stat().st_size > 10_000 and fig.with_suffix(".pdf").exists()
-    assert (smoke_run / "models" / "base" / "transformer" / "config.json").exists()
-    evals = sorted(smoke_run.glob("eval/base/*/nfe*/metrics.json"))
-    assert len(evals) == 2 * 4  # 2 samplers x NFE {1, 2, 4, 8} in the smoke preset
-    for path in evals:
-        m = json.loads(path.read_text())
-        assert m["n"] == 6 * 4
-        assert 0.0 <= m["metrics"]["dense"]["mean"] <= 1.0
-        assert set(m["metrics"]["correct"]["by_category"]) == {
-            "single_object", "two_object", "counting", "colors", "position", "color_attr"}
-        assert (path.parent / "grid.png").exists()
-    # TAFS-GRPO and its shuffled-advantage control, trained and swept at 4 and 8 NFE
-    for method in ("tafs_grpo", "tafs_grpo_shuffled"):
-        run = smoke_run / "runs" / method / "seed0"
-        assert (run / "adapter" / "adapter_model.safetensors").exists()
-        summary = json.loads((run / "train_summary.json").read_text())
-        assert summary["iterations"] == 2 and summary["nfe_old"] == 4 and summary["nfe_theta"] == 3
-        assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
-        for nfe in (4, 8):
-            m = json.loads((smoke_run / f"eval/runs/{method}/seed0/annealed/nfe{nfe}/metrics.json").read_text())
-            assert m["model"] == method and m["sampler"] == "annealed" and m["nfe"] == nfe
-    # no temp files left behind by atomic writes
-    assert not list(smoke_run.rglob(".*.tmp")) and not list(smoke_run.rglob(".metrics*"))
+    html = (smoke_run / "report.html").read_text(errors="ignore")
+    assert "table1.csv" in html and "figure4.png" in html
+
+
+@pytest.mark.slow
+def test_mlflow_runs_and_reingest(smoke_run):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{smoke_run / 'mlflow.db'}"
+    first = json.loads((smoke_run / "mlflow" / "ingest.json").read_text())
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(first["experiment_name"])
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    n_stages = (len(list(smoke_run.glob("runs/*/seed*/train_summary.json")))
+                + len(list(smoke_run.glob("eval/**/metrics.json"))))
+    assert len(runs) == first["total_runs"] >= n_stages + 2  # + pretrain, scorer, config/report runs
+    by_key = {r.data.tags["tafs.key"]: r for r in runs}
+    train = by_key["train/tafs_grpo/seed0"]
+    assert train.data.tags["rule"] == "train" and train.data.tags["seed"] == "0"
+    assert len(client.get_metric_history(train.info.run_id, "loss")) == 2
+    ev = next(r for k, r in by_key.items() if k.startswith("eval/tafs_grpo/seed0/") and k.endswith("nfe8"))
+    m = json.loads((smoke_run / "eval/runs/tafs_grpo/seed0/annealed/nfe8/metrics.json").read_text())
+    assert ev.data.metrics["correct"] == pytest.approx(m["metrics"]["correct"]["mean"])
+    assert "grid.png" in [a.path for a in client.list_artifacts(ev.info.run_id)]
+    # ingesting again creates nothing new
+    out = smoke_run / "mlflow" / "again.json"
+    subprocess.run([sys.executable, "-m", "tafs", "mlflow-ingest", "--results", str(smoke_run), "--uri", uri,
+                    "--config", str(smoke_run / "config.json"), "--out", str(out), "--no-progress"], check=True)
+    again = json.loads(out.read_text())
+    assert again["created"] == 0 and again["total_runs"] == first["total_runs"]

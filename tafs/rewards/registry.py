@@ -35,4 +35,4 @@ def build(name: str, **kwargs) -> RewardFn:
 
 
 def _load_builtin() -> None:
-    from tafs.rewards import toy  # noqa: F401  (registers itself)
+    from tafs.rewards import clip_score, toy  # noqa: F401  (register themselves)

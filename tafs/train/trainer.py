@@ -58,6 +58,29 @@ class TrainConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    # Keyword arguments of each reward's factory, e.g. {"clip": {"path": "results/models/clip_scorer"}}.
+    reward_kwargs: dict = field(default_factory=dict)
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pearson r of two 1-D samples; NaN when either is constant (r is undefined)."""
+    a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
+    den = float(a.norm() * b.norm())
+    return float((a * b).sum()) / den if den > 0 else float("nan")
+
+
+def reward_rows(rewards: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Per reward and scored step (k = 2 .. K+1): mean, std, and Pearson r with the final step (Table 7)."""
+    row: dict[str, float] = {}
+    for name, r in rewards.items():
+        last = r.shape[1] - 1
+        for s in range(r.shape[1]):
+            row[f"reward/{name}/step{s + 2}_mean"] = float(r[:, s].mean())
+            row[f"reward/{name}/step{s + 2}_std"] = float(r[:, s].std())
+            if s < last:
+                row[f"reward/{name}/step{s + 2}_pearson_final"] = pearson(r[:, s], r[:, last])
+        row[f"reward/{name}/final_mean"] = float(r[:, last].mean())
+    return row
 
 
 def draw_prompts(pool: dict[str, list[PromptSpec]], n: int, rng: np.random.Generator) -> list[PromptSpec]:
@@ -90,7 +113,7 @@ class Trainer:
             src = "method.n_annealed" if cfg.method.sampler == "annealed" else "method.n_steps - 1"
             raise ValueError(f"advantage.n_adv = {cfg.advantage.n_adv} exceeds the {n_scored} scored steps "
                              f"({src}); use 1 <= n_adv <= {n_scored}")
-        self.rewards = {name: build_reward(name) for name in cfg.advantage.rewards}
+        self.rewards = {name: build_reward(name, **cfg.reward_kwargs.get(name, {})) for name in cfg.advantage.rewards}
         self.pool = {c: prompt_set("train", [c]) for c in CATEGORIES}
         self.iteration = 0
         self._cond_cache: dict[str, Cond] = {}
@@ -165,12 +188,7 @@ class Trainer:
         t3 = time.time()
 
         row = {"iteration": it, **stats, "time_sample_s": t1 - t0, "time_reward_s": t2 - t1, "time_opt_s": t3 - t2,
-               "time_iter_s": t3 - t0, **self.method.nfe_accounting()}
-        for name, r in rewards.items():
-            for s in range(r.shape[1]):
-                row[f"reward/{name}/step{s + 2}_mean"] = float(r[:, s].mean())
-                row[f"reward/{name}/step{s + 2}_std"] = float(r[:, s].std())
-            row[f"reward/{name}/final_mean"] = float(r[:, -1].mean())
+               "time_iter_s": t3 - t0, **self.method.nfe_accounting(), **reward_rows(rewards)}
         return row
 
     def optimise(self, traj, cond: Cond, weights: torch.Tensor, gen: torch.Generator) -> dict:

@@ -16,3 +16,21 @@ if not config["model"]["pretrained"]:
         shell:
             "python -m tafs pretrain --cfg {params.cfg} --out {output} --ckpt-dir {params.ckpt} "
             "--threads {threads} 2> {log}"
+
+
+# The toy CLIP-like scorer (a learned reward model), trained on rendered prompts when a reward model
+# asks for it (`reward_models: {clip: {path: null}}`).
+if scorer_inputs(config.get("reward_models", {})):
+
+    rule train_scorer:
+        output:
+            directory(scorer_dir()),
+        params:
+            cfg=shlex.quote(json.dumps(config.get("scorer", {}), sort_keys=True)),
+        threads: config["threads"]
+        resources:
+            **stage_resources("pretrain"),
+        log:
+            f"{R}/logs/train_scorer.log",
+        shell:
+            "python -m tafs train-scorer --cfg {params.cfg} --out {output} --threads {threads} 2> {log}"

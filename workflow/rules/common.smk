@@ -1,9 +1,11 @@
 # Shared helpers for the rules: paths and config sections passed to the CLI as quoted JSON.
 import json
+import re
 import shlex
 from pathlib import Path
 
 from tafs.config import deep_merge
+from tafs.grid import build_grid
 
 R = config["results"]
 
@@ -18,23 +20,55 @@ def base_model_dir():
     return config["model"]["pretrained"] or f"{R}/models/base"
 
 
+GRID = build_grid(config)  # every training run and which table row it fills (tafs/grid.py)
+
+
+def scorer_dir():
+    return f"{R}/models/clip_scorer"
+
+
+def _uses_dag_scorer(kwargs):
+    return "path" in kwargs and not kwargs["path"]
+
+
+def reward_kwargs():
+    """Factory kwargs of every reward model; `path: null` = the toy scorer the DAG trains."""
+    return {name: {**kw, "path": scorer_dir()} if _uses_dag_scorer(kw) else dict(kw)
+            for name, kw in config.get("reward_models", {}).items()}
+
+
+def scorer_inputs(names):
+    """The DAG-trained scorer folder, when one of the rewards `names` uses it."""
+    models = config.get("reward_models", {})
+    return [scorer_dir()] if any(_uses_dag_scorer(models.get(n, {})) for n in names) else []
+
+
+def eval_cfg_json():
+    return shlex.quote(json.dumps({**config["eval"], "scorers": reward_kwargs()}, sort_keys=True))
+
+
+def train_cfg(run, seed):
+    """The run's merged training config at this seed, with the kwargs of the rewards it trains on."""
+    cfg = deep_merge(GRID.runs[run].train, {"seed": seed})
+    kwargs = reward_kwargs()
+    cfg["reward_kwargs"] = {n: kwargs[n] for n in cfg["advantage"]["rewards"] if n in kwargs}
+    return cfg
+
+
 def base_evals():
     sweep = config["sweep"]
     return expand(f"{R}/eval/base/{{sampler}}/nfe{{nfe}}/metrics.json",
                   sampler=sweep["base_samplers"], nfe=sweep["base_nfe"])
 
 
-def train_cfg_json(method, seed):
-    """The `train` section deep-merged with the method's overrides, at this seed."""
-    cfg = deep_merge(config["train"], config["methods"][method].get("train", {}))
-    cfg["seed"] = seed
-    return shlex.quote(json.dumps(cfg, sort_keys=True))
-
-
 def run_evals():
-    sweep = config["sweep"]
-    return [f"{R}/eval/runs/{m}/seed{s}/{config['methods'][m]['eval_sampler']}/nfe{n}/metrics.json"
-            for m in config["methods"] for s in config["seeds"] for n in sweep["run_nfe"]]
+    nfes = config["sweep"]["run_nfe"]
+    return [f"{R}/eval/runs/{name}/seed{s}/{spec.eval_sampler}/nfe{n}/metrics.json"
+            for name, spec in GRID.runs.items() for s in config["seeds"] for n in nfes]
+
+
+def train_summaries():
+    return [f"{R}/runs/{name}/seed{s}/train_summary.json" for name in GRID.runs for s in config["seeds"]]
 
 
 # -- job resources (config `resources:`; see docs/cluster.md) ------------------------------------------

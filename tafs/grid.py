@@ -1,0 +1,143 @@
+"""The experiment grid: which training runs the DAG makes, and which run fills which table row.
+
+From the config's ``methods`` (presets), ``tables`` (which methods Tables 1-3 compare) and
+``ablations`` (N_annealed, N_adv and reward mixes around one method), ``build_grid`` derives every
+run as a merged training config. Runs whose merged configs are identical are one run: the
+N_annealed = 3 and N_adv = 3 rows and the "combined" reward row reuse TAFS-GRPO's run, N_adv = 1 reuses
+"w/o Step Adv.". The grid is written to ``results/grid.json``; tables, figures and MLflow read it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import asdict, dataclass, field
+
+from tafs.config import ConfigError, deep_merge
+
+RUN_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    name: str  # folder under results/runs/ and the `run` wildcard
+    label: str  # how tables and plots name it
+    eval_sampler: str  # ode | annealed
+    train: dict  # the `train` section merged with the method's and the ablation's overrides (no seed)
+
+
+@dataclass
+class Grid:
+    runs: dict[str, RunSpec] = field(default_factory=dict)
+    tables: dict[str, object] = field(default_factory=dict)
+
+    def add(self, spec: RunSpec) -> str:
+        """Add a run, or return the name of an existing run with the same training config."""
+        for name, other in self.runs.items():
+            if _canonical(other.train) == _canonical(spec.train) and other.eval_sampler == spec.eval_sampler:
+                return name
+        if not RUN_NAME.match(spec.name):
+            raise ConfigError(f"run name {spec.name!r} must match {RUN_NAME.pattern} (it becomes a folder)")
+        self.runs[spec.name] = spec
+        return spec.name
+
+
+def _canonical(d: dict) -> str:
+    return json.dumps(d, sort_keys=True)
+
+
+def natural_sampler(train: dict) -> str:
+    """Annealed-chain methods are evaluated with the annealed chain, SDE-trained ones with the Euler ODE."""
+    return "annealed" if train.get("method", {}).get("sampler", "annealed") == "annealed" else "ode"
+
+
+def method_spec(config: dict, name: str, where: str) -> RunSpec:
+    methods = config["methods"]
+    if name not in methods:
+        raise ConfigError(f"{where}: unknown method {name!r}; defined under `methods:`: {sorted(methods)}")
+    m = methods[name] or {}
+    train = deep_merge(copy.deepcopy(config["train"]), m.get("train", {}))
+    return RunSpec(name, m.get("label", name), m.get("eval_sampler") or natural_sampler(train), train)
+
+
+def _variant(base: RunSpec, suffix: str, label: str, overrides: dict) -> RunSpec:
+    train = deep_merge(copy.deepcopy(base.train), overrides)
+    return RunSpec(f"{base.name}-{suffix}", f"{base.label} ({label})", natural_sampler(train), train)
+
+
+def _ablation_rows(grid: Grid, base: RunSpec, ablations: dict) -> None:
+    n_adv = base.train["advantage"]["n_adv"]
+    k_base = base.train["method"].get("n_annealed", 3)
+    grid.tables["table4"] = [
+        [str(k), grid.add(_variant(base, f"n_annealed{k}", f"N_annealed={k}",
+                                   {"method": {"n_annealed": k}, "advantage": {"n_adv": min(n_adv, k)}}))]
+        for k in ablations.get("n_annealed", [])]
+    bad = [n for n in ablations.get("n_adv", []) if n > k_base]
+    if bad:
+        raise ConfigError(f"ablations.n_adv: {bad} exceed the {k_base} scored steps of {base.name} "
+                          f"(train.method.n_annealed); use values <= {k_base}")
+    grid.tables["table5"] = [
+        [str(n), grid.add(_variant(base, f"n_adv{n}", f"N_adv={n}", {"advantage": {"n_adv": n}}))]
+        for n in ablations.get("n_adv", [])]
+    # A reward mix replaces the reward weights outright (deep_merge would keep the base's other rewards).
+    rows = []
+    for mix, weights in ablations.get("reward_mixes", {}).items():
+        train = copy.deepcopy(base.train)
+        train["advantage"]["rewards"] = dict(weights)
+        spec = RunSpec(f"{base.name}-reward_{mix}", f"{base.label} ({mix})", natural_sampler(train), train)
+        rows.append([mix, grid.add(spec)])
+    grid.tables["table6"] = rows
+
+
+def check_nfes(config: dict) -> None:
+    """The tables read evaluations the sweeps must make: say which key to change when they do not."""
+    tables, sweep = config["tables"], config["sweep"]
+    missing = sorted({tables["main_nfe"], *tables["table1_nfe"]} - set(sweep["run_nfe"]))
+    if missing:
+        raise ConfigError(f"tables.main_nfe / tables.table1_nfe use NFE {missing}, which sweep.run_nfe "
+                          f"{sweep['run_nfe']} does not evaluate: add them to sweep.run_nfe")
+    for sampler, nfe in tables["base_rows"]:
+        if sampler not in sweep["base_samplers"] or nfe not in sweep["base_nfe"]:
+            raise ConfigError(f"tables.base_rows: ({sampler}, {nfe}) is not evaluated by sweep.base_samplers "
+                              f"{sweep['base_samplers']} x sweep.base_nfe {sweep['base_nfe']}")
+
+
+def build_grid(config: dict) -> Grid:
+    """Every run of the DAG and every table's rows, from a validated config."""
+    check_nfes(config)
+    tables = config["tables"]
+    grid = Grid()
+    for key, table_ids in (("comparison", ("table1", "table2")), ("components", ("table3",))):
+        rows = []
+        for name in tables.get(key, []):
+            spec = method_spec(config, name, f"tables.{key}")
+            rows.append([spec.label, grid.add(spec)])
+        for t in table_ids:
+            grid.tables[t] = rows
+    # Table 2 lists the baselines first and TAFS last, as the paper does.
+    grid.tables["table2"] = sorted(grid.tables["table2"], key=lambda r: r[1] == tables.get("ablation_of"))
+    for name in tables.get("extra", []):
+        grid.add(method_spec(config, name, "tables.extra"))
+    of = tables.get("ablation_of")
+    if of:
+        _ablation_rows(grid, method_spec(config, of, "tables.ablation_of"), config.get("ablations", {}))
+        grid.tables["table7"] = grid.add(method_spec(config, of, "tables.ablation_of"))
+    return grid
+
+
+def grid_manifest(config: dict, grid: Grid) -> dict:
+    """The JSON the report stages read (``results/grid.json``)."""
+    tables, sweep = config["tables"], config["sweep"]
+    base_evals = [[s, n] for s, n in tables["base_rows"]]
+    return {
+        "seeds": list(config["seeds"]),
+        "run_nfe": list(sweep["run_nfe"]),
+        "main_nfe": tables["main_nfe"],
+        "table1_nfe": list(tables["table1_nfe"]),
+        "base": {"label": "Base", "evals": base_evals},
+        "metrics": {"in_domain": list(tables["in_domain"]), "out_of_domain": list(tables["out_of_domain"])},
+        "metric_labels": dict(tables["metric_labels"]),
+        "runs": {name: {k: v for k, v in asdict(spec).items() if k != "name"} for name, spec in grid.runs.items()},
+        "tables": grid.tables,
+    }

@@ -1,0 +1,89 @@
+"""The experiment grid: runs from methods x ablations, deduplicated, and each table's rows."""
+
+import copy
+
+import pytest
+import yaml
+
+from dag_utils import REPO
+from tafs.config import ConfigError
+from tafs.grid import build_grid, grid_manifest
+
+
+@pytest.fixture()
+def config():
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def test_default_grid_runs_and_dedup(config):
+    grid = build_grid(config)
+    assert set(grid.runs) == {
+        "tafs_grpo", "flow_grpo", "dance_grpo", "mix_grpo", "no_tafs", "no_step_adv",
+        "tafs_grpo-n_annealed1", "tafs_grpo-n_annealed5", "tafs_grpo-n_adv2",
+        "tafs_grpo-reward_clip_only", "tafs_grpo-reward_dense_only"}
+    t = grid.tables
+    # rows that equal an existing run reuse it: N_annealed = 3, N_adv = 3 and "combined" are TAFS-GRPO
+    assert t["table4"] == [["1", "tafs_grpo-n_annealed1"], ["3", "tafs_grpo"], ["5", "tafs_grpo-n_annealed5"]]
+    assert t["table5"] == [["1", "no_step_adv"], ["2", "tafs_grpo-n_adv2"], ["3", "tafs_grpo"]]
+    assert dict(t["table6"])["combined"] == "tafs_grpo"
+    assert t["table7"] == "tafs_grpo"
+    assert [r[1] for r in t["table2"]][-1] == "tafs_grpo"  # baselines first, TAFS last (as the paper)
+
+
+def test_variants_carry_their_overrides(config):
+    runs = build_grid(config).runs
+    assert runs["tafs_grpo-n_annealed1"].train["method"]["n_annealed"] == 1
+    assert runs["tafs_grpo-n_annealed1"].train["advantage"]["n_adv"] == 1  # capped at K scored steps
+    assert runs["tafs_grpo-n_annealed5"].train["advantage"]["n_adv"] == 3
+    assert runs["tafs_grpo-reward_clip_only"].train["advantage"]["rewards"] == {"clip": 1.0}
+    assert runs["tafs_grpo"].train["advantage"]["rewards"] == config["train"]["advantage"]["rewards"]
+    # natural samplers: SDE-trained baselines are evaluated with the ODE, TAFS variants with the chain
+    assert runs["flow_grpo"].eval_sampler == "ode" and runs["no_tafs"].eval_sampler == "ode"
+    assert runs["no_step_adv"].eval_sampler == "annealed"
+    assert runs["dance_grpo"].train["method"] == {**config["train"]["method"], **config["methods"]["dance_grpo"][
+        "train"]["method"]}
+
+
+def test_build_grid_does_not_mutate_config(config):
+    before = copy.deepcopy(config)
+    build_grid(config)
+    assert config == before
+
+
+def test_explicit_eval_sampler_and_extra(config):
+    config["methods"]["flow_grpo"]["eval_sampler"] = "annealed"
+    config["tables"]["extra"] = ["tafs_grpo_shuffled"]
+    runs = build_grid(config).runs
+    assert runs["flow_grpo"].eval_sampler == "annealed"
+    assert runs["tafs_grpo_shuffled"].train["advantage"]["shuffle_control"] is True
+
+
+def test_unknown_method_names_the_key(config):
+    config["tables"]["comparison"].append("nope")
+    with pytest.raises(ConfigError, match=r"tables.comparison: unknown method 'nope'"):
+        build_grid(config)
+
+
+def test_n_adv_beyond_scored_steps_is_refused(config):
+    config["ablations"]["n_adv"] = [1, 4]
+    with pytest.raises(ConfigError, match=r"ablations.n_adv: \[4\]"):
+        build_grid(config)
+
+
+def test_manifest_is_json_ready(config):
+    import json
+
+    m = grid_manifest(config, build_grid(config))
+    assert json.loads(json.dumps(m)) == m
+    assert m["base"]["evals"] == [["ode", 28], ["ode", 4], ["ode", 8], ["annealed", 4]]
+    assert m["runs"]["flow_grpo"]["label"] == "Flow-GRPO" and m["main_nfe"] == 8
+
+
+def test_tables_need_evaluated_nfes(config):
+    config["tables"]["main_nfe"] = 16
+    with pytest.raises(ConfigError, match=r"sweep.run_nfe"):
+        build_grid(config)
+    config["tables"]["main_nfe"] = 8
+    config["tables"]["base_rows"].append(["annealed", 3])
+    with pytest.raises(ConfigError, match=r"tables.base_rows: \(annealed, 3\)"):
+        build_grid(config)
