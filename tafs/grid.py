@@ -107,7 +107,7 @@ def build_grid(config: dict) -> Grid:
     """Every run of the DAG and every table's rows, from a validated config."""
     check_nfes(config)
     tables = config["tables"]
-    grid = Grid()
+    grid = Grid(tables={"table4": [], "table5": [], "table6": [], "table7": None})
     for key, table_ids in (("comparison", ("table1", "table2")), ("components", ("table3",))):
         rows = []
         for name in tables.get(key, []):

@@ -14,10 +14,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def scratch_workflow(tmp: Path) -> Path:
-    """Copy Snakefile, config.yaml, workflow/ and the ``slurm`` profile link into ``tmp`` (results stay inside it)."""
+    """Copy Snakefile, config.yaml, workflow/, link assets/ and the ``slurm`` profile into ``tmp`` (results stay inside)."""
     shutil.copy(REPO / "Snakefile", tmp / "Snakefile")
     shutil.copy(REPO / "config.yaml", tmp / "config.yaml")
     shutil.copytree(REPO / "workflow", tmp / "workflow")
+    (tmp / "assets").symlink_to(REPO / "assets")  # the shipped toy base (config.yaml model.pretrained)
     if (REPO / "slurm").is_symlink():  # `--profile slurm` finds ./slurm -> workflow/profiles/slurm
         (tmp / "slurm").symlink_to(os.readlink(REPO / "slurm"))
     return tmp

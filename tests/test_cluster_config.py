@@ -64,16 +64,16 @@ def test_the_users_command_picks_up_the_profile(wf):
     assert "Using profile slurm" in out, out
     # toy default: gpu 0 everywhere -> CPU jobs (cpus_per_task = threads), no GPU resource at all
     train = _jobs(res.stdout, "train")
-    assert len(train) == 2
+    assert len(train) == 11 * 3  # the default grid: 11 distinct runs x 3 seeds
     for job in train:
         assert "gpu" not in job["resources"] and "cpus_per_gpu" not in job["resources"], job
-        assert job["resources"]["cpus_per_task"] == "2" and job["resources"]["runtime"] == "240"
+        assert job["resources"]["cpus_per_task"] == "1" and job["resources"]["runtime"] == "240"
         assert job["shell"].startswith("python -m tafs train ") and "--expect-gpus 0" in job["shell"]
-    pre = _jobs(res.stdout, "pretrain_base")[0]["resources"]
-    assert pre["mem_mb"] == "4000" and pre["cpus_per_task"] == "2"
+    scorer = _jobs(res.stdout, "train_scorer")[0]["resources"]  # the `pretrain` stage's resources
+    assert scorer["mem_mb"] == "4000" and scorer["cpus_per_task"] == "1"
     assert all(j["resources"]["cpus_per_task"] == "1" for j in _jobs(res.stdout, "eval_base"))
     assert all(j["resources"]["mem_mb"] == "1000" for j in _jobs(res.stdout, "prompts"))
-    assert len(_jobs(res.stdout, "figure4")) == 1  # a localrule: tests/test_slurm.py checks it stays off Slurm
+    assert len(_jobs(res.stdout, "tables")) == 1  # a localrule: tests/test_slurm.py checks it stays off Slurm
 
 
 def test_multi_gpu_training_uses_accelerate(wf):

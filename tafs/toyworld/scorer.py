@@ -41,10 +41,13 @@ _INVERSE = {"right of": "left of", "below": "above"}
 @dataclass(frozen=True)
 class ScorerConfig:
     seed: int = 0
-    steps: int = 1500
+    # Deliberately short: the task is easy and 1500 steps at lr 1e-3 rank 98% of held-out pairs right.
+    # We want an informative but imperfect (hackable) learned reward: 250 steps at 1e-4 rank ~92%
+    # (~85% on position, ~87% on two_object), stable across seeds.
+    steps: int = 250
     batch_size: int = 32  # capped by the number of distinct prompts of the batch's category
-    lr: float = 1e-3
-    warmup_steps: int = 100
+    lr: float = 1e-4
+    warmup_steps: int = 30
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     patch_size: int = 4
