@@ -26,7 +26,8 @@ def test_models_runs_and_evals(smoke_run):
     assert (smoke_run / "models" / "base" / "transformer" / "config.json").exists()
     assert (smoke_run / "models" / "clip_scorer" / "config.json").exists()
     grid = json.loads((smoke_run / "grid.json").read_text())
-    assert len(grid["runs"]) == 11  # 6 methods + N_annealed 1, 5 + N_adv 2 + 2 reward mixes (dedup'd)
+    # every method preset (8) + N_annealed 1, 5 + N_adv 2 + 2 reward mixes; N_adv 1 = no_step_adv (dedup)
+    assert len(grid["runs"]) == 13 and set(grid["runs"]) >= {"cps_grpo", "tafs_grpo_shuffled", "no_tafs"}
     base = sorted(smoke_run.glob("eval/base/*/nfe*/metrics.json"))
     assert len(base) == 2 * 3  # 2 samplers x NFE {4, 8, 28} in the smoke preset
     for path in base:

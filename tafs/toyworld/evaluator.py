@@ -44,23 +44,41 @@ class Score:
 def detect(image: torch.Tensor, min_pixels: int = 8, min_iou: float = 0.6,
            min_purity: float = 0.75) -> list[Detection]:
     """Objects in one image (3, H, W) with values in [0, 1]."""
-    img = image.detach().float().clamp(0, 1).permute(1, 2, 0)  # H W 3
-    dist = ((img[..., None, :] - _COLORS) ** 2).sum(-1)  # H W 5
-    labels = dist.argmin(-1)
-    out = []
-    for cell in range(GRID * GRID):
-        r, c = divmod(cell, GRID)
-        lab = labels[r * CELL:(r + 1) * CELL, c * CELL:(c + 1) * CELL]
-        fg = lab > 0
-        n_fg = int(fg.sum())
-        if n_fg < min_pixels:
-            continue
-        counts = torch.bincount(lab[fg], minlength=len(_LABELS))
-        major = int(counts.argmax())
-        color = _LABELS[major] if counts[major] >= min_purity * n_fg else None
-        ious = {k: float((fg & t).sum() / (fg | t).sum()) for k, t in _TEMPL.items()}
-        best = max(ious, key=ious.get)
-        out.append(Detection(cell, best if ious[best] >= min_iou else None, color))
+    return detect_batch(image[None], min_pixels, min_iou, min_purity)[0]
+
+
+def detect_batch(images: torch.Tensor, min_pixels: int = 8, min_iou: float = 0.6,
+                 min_purity: float = 0.75) -> list[list[Detection]]:
+    """Objects in each image of a batch (B, 3, H, W) in [0, 1].
+
+    Every cell of every image is labelled, counted and matched against the templates in a few tensor
+    ops (the reward runs on every scored step of every sample, each iteration); only the
+    Detection objects are built in Python.
+    """
+    img = images.detach().float().clamp(0, 1).permute(0, 2, 3, 1)  # B H W 3
+    labels = ((img[..., None, :] - _COLORS) ** 2).sum(-1).argmin(-1)  # B H W
+    b = labels.shape[0]
+    cells = labels.reshape(b, GRID, CELL, GRID, CELL).permute(0, 1, 3, 2, 4).reshape(b, GRID * GRID, CELL, CELL)
+    fg = cells > 0
+    n_fg = fg.sum((-1, -2))  # B C
+    counts = torch.nn.functional.one_hot(cells, len(_LABELS)).sum((-2, -3))  # B C L
+    counts[..., 0] = 0  # background pixels do not vote
+    major = counts.argmax(-1)
+    pure = counts.gather(-1, major[..., None])[..., 0] >= min_purity * n_fg
+    templ = torch.stack(list(_TEMPL.values()))  # T h w
+    inter = (fg[:, :, None] & templ).sum((-1, -2))
+    union = (fg[:, :, None] | templ).sum((-1, -2))
+    ious = inter / union  # B C T
+    best = ious.argmax(-1)
+    shape_ok = ious.gather(-1, best[..., None])[..., 0] >= min_iou
+    names = list(_TEMPL)
+    out: list[list[Detection]] = []
+    for i in range(b):
+        dets = []
+        for cell in torch.nonzero(n_fg[i] >= min_pixels).flatten().tolist():
+            dets.append(Detection(cell, names[best[i, cell]] if shape_ok[i, cell] else None,
+                                  _LABELS[major[i, cell]] if pure[i, cell] else None))
+        out.append(dets)
     return out
 
 
@@ -91,4 +109,4 @@ def evaluate_images(specs: list[PromptSpec], images: torch.Tensor) -> list[Score
     """Score a batch of images (B, 3, H, W) in [0, 1] against their specs."""
     if len(specs) != len(images):
         raise ValueError(f"{len(specs)} specs but {len(images)} images")
-    return [score(s, detect(im)) for s, im in zip(specs, images)]
+    return [score(s, d) for s, d in zip(specs, detect_batch(images))]
