@@ -75,12 +75,6 @@ def cmd_free_port(a: argparse.Namespace) -> None:
     print(free_port())
 
 
-def cmd_figure4(a: argparse.Namespace) -> None:
-    from tafs.report.figures import figure4
-
-    figure4([Path(p) for p in a.metrics], Path(a.out), metric=a.metric)
-
-
 def cmd_summary(a: argparse.Namespace) -> None:
     from tafs.report.tables import eval_frame, to_markdown
 
@@ -164,11 +158,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, text) in DELEGATED.items():
         sub.add_parser(name, help=f"{text} (see python -m {module} --help)", add_help=False)
 
-    s = sub.add_parser("figure4", help="metric vs NFE plot from metrics.json files")
-    s.add_argument("--metrics", nargs="+", required=True)
-    s.add_argument("--metric", default="correct")
-    s.add_argument("--out", required=True, help="PNG path (a PDF is written beside it)")
-    s.set_defaults(fn=cmd_figure4)
     return p
 
 
