@@ -2,12 +2,20 @@
 #   snakemake --cores all                                   # the embedded toy world (CPU)
 #   snakemake --cores all --configfile workflow/presets/smoke.yaml   # the same DAG in a few minutes
 #   snakemake --report results/report.html                  # tables, Figure 4, sample grids (also on success)
+import os
+import sys
+
 from snakemake.utils import min_version, validate
 
 min_version("8.20")
 
 
 configfile: "config.yaml"
+
+
+# Jobs call `python -m tafs` and `snakemake --report`: make them the interpreter running this workflow,
+# so `.venv/bin/snakemake` works without activating the venv (Slurm jobs inherit PATH: --export=ALL).
+os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 
 
 # Validated (and defaults filled in) before any job runs; errors name the offending key.
