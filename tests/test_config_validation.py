@@ -44,3 +44,17 @@ def test_bad_grid_fails_before_any_job(wf, bad, needle):
     out = res.stdout + res.stderr
     assert res.returncode != 0 and needle in out, out
     assert not (wf / "results").exists()
+
+
+def test_jobs_use_snakemakes_interpreter_without_an_active_venv(tmp_path):
+    """The README runs `.venv/bin/snakemake` without activating the venv: jobs must still find `tafs`."""
+    import os
+    import subprocess
+    import sys
+
+    wf = scratch_workflow(tmp_path)  # its own folder: the shared `wf` must stay without results/
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}  # no venv on PATH
+    res = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "results/prompts/test.jsonl"],
+                         cwd=wf, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert (wf / "results" / "prompts" / "test.jsonl").read_text().count("\n") > 10
