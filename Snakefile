@@ -37,13 +37,13 @@ rule all:
     input:
         rules.tables.output,
         rules.mlflow_ingest.output,
-        expand(f"{R}/prompts/{{split}}.jsonl", split=["train", "test"]),
+        [str(L.prompts(split)) for split in ("train", "test")],
     default_target: True
 
 
 # The HTML report (tables, Figure 4, sample grids) after every successful run that built the tables;
 # `snakemake --report results/report.html` rebuilds it by hand.
 onsuccess:
-    if config.get("report", True) and Path(f"{R}/tables/table1.csv").exists():
-        shell(f"snakemake --report {R}/report.html --configfile {R}/config.json --nolock --quiet all "
-              f"> {R}/logs/report.log 2>&1 || echo 'report failed: see {R}/logs/report.log'")
+    if config.get("report", True) and L.table("table1", "csv").exists():
+        shell(f"snakemake --report {L.report_html} --configfile {L.config_json} --nolock --quiet all "
+              f"> {L.log('report.log')} 2>&1 || echo 'report failed: see {L.log('report.log')}'")

@@ -34,7 +34,7 @@ import pstats
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -42,7 +42,9 @@ import torch
 import yaml
 
 from tafs.config import deep_merge, from_dict
+from tafs.grid import base_train
 from tafs.models.backbone import Backbone, Cond
+from tafs.tasks import registry as tasks
 from tafs.train.trainer import Trainer, TrainConfig
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -71,7 +73,7 @@ def method_train_dict(config: dict, name: str, prompts: int, group: int, scorer:
     methods = config.get("methods", {})
     if name not in methods:
         raise KeyError(f"method {name!r} is not in config.yaml's methods: {sorted(methods)}")
-    base = copy.deepcopy(config["train"])
+    base = base_train(config, tasks.from_config(config))  # the task's rewards unless train sets them
     override = copy.deepcopy((methods[name] or {}).get("train", {}))
     cfg = deep_merge(base, override)
     cfg["prompts_per_iter"], cfg["group_size"] = prompts, group
@@ -234,11 +236,13 @@ class Suite:
     gpu_metrics: bool  # peak memory and MFU columns (the SD3 suite)
     peak_flops: float | None = None
     info: dict | None = None
+    train_prompts: list = field(default_factory=list)  # the config's task's training prompts
 
 
 def run_suite(suite: Suite, config: dict, methods: list[str], a: argparse.Namespace) -> list[dict]:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="tafs-bench-") as tmp:
+        suite.train_prompts = tasks.from_config(config).load_prompts("train")
         for name in methods:
             cfg = from_dict(TrainConfig, method_train_dict(config, name, suite.prompts, suite.group, a.scorer),
                             f"methods.{name}")
@@ -253,7 +257,7 @@ def bench_one(suite: Suite, name: str, cfg: TrainConfig, ckpt: Path, a: argparse
         gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    tr = Trainer(suite.make_backbone(), cfg, ckpt)
+    tr = Trainer(suite.make_backbone(), cfg, ckpt, suite.train_prompts)
     dev = tr.accel.device
     sync_after(tr.method, "sample", dev)
     sync_after(tr, "optimise", dev)

@@ -100,7 +100,7 @@ def prompt_seed(text: str) -> int:
 
 class RandomSD3Backbone(Backbone):
     def __init__(self, transformer: torch.nn.Module, spec: SD3BenchConfig, dtype: torch.dtype):
-        self.transformer = transformer  # the trainer swaps in the peft / DDP wrapped module here
+        self.transformer = transformer  # set_denoiser swaps in the peft / DDP wrapped module
         self.spec = spec
         self.dtype = dtype
         self.device = next(transformer.parameters()).device
@@ -117,6 +117,12 @@ class RandomSD3Backbone(Backbone):
     def denoiser(self) -> torch.nn.Module:
         return self.transformer
 
+    def set_denoiser(self, module: torch.nn.Module) -> None:
+        self.transformer = module
+
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        return []  # random text embeddings, no VAE
+
     def encode(self, prompts: list[str]) -> Cond:
         hidden, pooled = [], []
         for text in prompts:
@@ -131,7 +137,7 @@ class RandomSD3Backbone(Backbone):
                                pooled_projections=cond.pooled.to(self.dtype), timestep=t, return_dict=False)[0]
         return out.to(x.dtype)
 
-    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+    def decode_batch(self, x0: torch.Tensor) -> torch.Tensor:
         """Three latent channels -> [0, 1] images of ``image_size`` px: only so that a reward can run."""
         img = torch.sigmoid(torch.nan_to_num(x0[:, :3].float()))
         return F.interpolate(img, size=(self.spec.image_size, self.spec.image_size), mode="area")

@@ -6,22 +6,17 @@ whose params changed) starts afresh instead of resuming someone else's state.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from tafs.hashing import config_hash
 from tafs.io import atomic_path
 
 
-def config_hash(config: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 def checkpoint_path(ckpt_dir: Path, config: dict[str, Any]) -> Path:
-    return Path(ckpt_dir) / f"checkpoint-{config_hash(config)}.pt"
+    return Path(ckpt_dir) / f"checkpoint-{config_hash(config, 12)}.pt"
 
 
 def save_checkpoint(ckpt_dir: Path, state: dict[str, Any], config: dict[str, Any]) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
+from typing import Callable
 
 log = logging.getLogger("tafs")
 
@@ -17,55 +17,56 @@ def _threads(n: int) -> None:
     torch.set_num_threads(max(1, n))
 
 
+def _task(a: argparse.Namespace):
+    from tafs.config import parse_json_arg
+    from tafs.tasks import registry
+
+    return registry.get(a.task, {"tasks": parse_json_arg(a.tasks, "--tasks")})
+
+
 def cmd_prompts(a: argparse.Namespace) -> None:
-    from tafs.io import atomic_path
-    from tafs.toyworld.prompts import prompt_set, spec_to_dict
+    from tafs.prompts import check_metadata, write_prompt_file
+    from tafs.rewards import registry
 
-    specs = prompt_set(a.split)
-    with atomic_path(a.out) as tmp:
-        tmp.write_text("".join(json.dumps(spec_to_dict(s)) + "\n" for s in specs))
-    log.info("wrote %d %s prompts to %s", len(specs), a.split, a.out)
-
-
-def cmd_pretrain(a: argparse.Namespace) -> None:
-    from tafs.config import from_dict, parse_json_arg
-    from tafs.pretrain import PretrainConfig, Pretrainer
-
-    _threads(a.threads)
-    cfg = from_dict(PretrainConfig, parse_json_arg(a.cfg, "pretrain"), "pretrain")
-    trainer = Pretrainer(cfg, Path(a.out), Path(a.ckpt_dir))
-    metrics = trainer.run(resume=not a.no_resume)
-    trainer.export(metrics)
-    log.info("pretrained %d steps in %.0f s -> %s", metrics["steps"], metrics["wall_s"], a.out)
+    task = _task(a)
+    prompts = task.load_prompts(a.split)
+    names = task.rewards if a.split == "train" else [m.reward for m in task.metrics]
+    check_metadata(prompts, {n: registry.spec(n).needs for n in names}, f"task {task.name!r} ({a.split})")
+    n = write_prompt_file(a.out, prompts)
+    log.info("wrote %d %s prompts of task %s to %s", n, a.split, task.name, a.out)
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from tafs.config import from_dict, parse_json_arg
     from tafs.evaluate import EvalConfig, sweep
     from tafs.models.loading import load_backbone
+    from tafs.prompts import read_prompt_file
 
     _threads(a.threads)
     cfg = from_dict(EvalConfig, {**parse_json_arg(a.cfg, "eval"), "sampler": a.sampler}, "eval")
     if min(a.nfe) < 1:
         raise SystemExit(f"--nfe must be >= 1, got {a.nfe}")
+    prompts = read_prompt_file(a.prompts)
     backbone = load_backbone(a.model, adapter=a.adapter)
-    for m in sweep(backbone, cfg, a.nfe, a.name or Path(a.model).name, Path(a.out)):
+    for m in sweep(backbone, prompts, cfg, a.nfe, a.name or Path(a.model).name, Path(a.out)):
         log.info("%s %s@%d: %s", m["model"], m["sampler"], m["nfe"],
                  " ".join(f"{k} {v['mean']:.3f}" for k, v in m["metrics"].items()))
 
 
 def cmd_train(a: argparse.Namespace) -> None:
     from tafs.config import from_dict, parse_json_arg
-    from tafs.models.loading import load_backbone
     from tafs.distributed import check_expected_gpus
+    from tafs.models.loading import load_backbone
+    from tafs.prompts import read_prompt_file
     from tafs.train.trainer import Trainer, TrainConfig
 
     check_expected_gpus(a.expect_gpus)  # before any model is loaded: a wrong allocation fails at once
     _threads(a.threads)
     cfg = from_dict(TrainConfig, parse_json_arg(a.cfg, "train"), "train")
-    trainer = Trainer(load_backbone(a.model), cfg, Path(a.ckpt_dir))
+    prompts = read_prompt_file(a.prompts)
+    trainer = Trainer(load_backbone(a.model), cfg, Path(a.ckpt_dir), prompts)
     summary = trainer.run(resume=not a.no_resume)
-    trainer.export(Path(a.out), {**summary, "base_model": a.model})
+    trainer.export(Path(a.out), {**summary, "base_model": a.model, "prompts": a.prompts})
     log.info("trained %d iterations in %.0f s -> %s", summary["iterations"], summary["wall_s"], a.out)
 
 
@@ -76,12 +77,11 @@ def cmd_free_port(a: argparse.Namespace) -> None:
 
 
 def cmd_summary(a: argparse.Namespace) -> None:
-    from tafs.report.tables import eval_frame, to_markdown
+    from tafs.paths import Layout
+    from tafs.report.summary import eval_frame, percent_metrics, to_markdown
 
-    paths = sorted(Path(a.results).glob("eval/**/metrics.json"))
-    if not paths:
-        raise SystemExit(f"no metrics.json under {a.results}/eval: run the pipeline first")
-    print(to_markdown(eval_frame(paths)))
+    layout = Layout(a.results)
+    print(to_markdown(eval_frame(layout), percent_metrics(layout)))
 
 
 def cmd_grid(a: argparse.Namespace) -> None:
@@ -90,49 +90,93 @@ def cmd_grid(a: argparse.Namespace) -> None:
 
     config = read_json(a.config)
     grid = build_grid(config)
-    write_json(a.out, grid_manifest(config, grid))
+    cats = None
+    if a.prompts:
+        from tafs.prompts import categories_of, read_prompt_file
+
+        cats = categories_of(read_prompt_file(a.prompts))
+    write_json(a.out, grid_manifest(config, grid, cats))
     log.info("%d runs x %d seeds -> %s", len(grid.runs), len(config["seeds"]), a.out)
+
+
+def _load_config(path: str | None) -> dict:
+    if not path:
+        return {}
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text())
+    return data if isinstance(data, dict) else {}
+
+
+def cmd_tasks(a: argparse.Namespace) -> None:
+    from tafs.tasks import registry
+
+    config = _load_config(a.configfile)
+    for task in registry.all_tasks(config):
+        metrics = ", ".join(f"{m.key}[{m.domain}]" for m in task.metrics)
+        print(f"{task.name:<18} {task.description} | trains on {dict(task.rewards)} | metrics: {metrics}")
+
+
+def cmd_rewards(a: argparse.Namespace) -> None:
+    from tafs.rewards import registry
+
+    for name in registry.available():
+        spec = registry.spec(name)
+        needs = f" | needs metadata {list(spec.needs)}" if spec.needs else ""
+        print(f"{name:<14} {spec.description}{needs}")
 
 
 # Stages whose module has its own argument parser: `python -m tafs <name> ...` == `python -m <module> ...`.
 DELEGATED = {
-    "train-scorer": ("tafs.toyworld.scorer", "train the toy CLIP-like scorer (a learned reward)"),
     "tables": ("tafs.report.paper_tables", "the paper's Tables 1-7 and Figure 4 from results/grid.json"),
-    "mlflow-ingest": ("tafs.tracking", "ingest a results folder into MLflow (idempotent)"),
+    "mlflow-ingest": ("tafs.tracking.ingest", "ingest a results folder into MLflow (idempotent)"),
+    "compare-results": ("tafs.report.compare", "compare two results folders number by number"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _delegated() -> dict[str, tuple[Callable[[list[str]], object], str]]:
+    """Every stage with its own parser: the generic ones and those a task's world adds (tafs.tasks.registry)."""
+    import importlib
+
+    from tafs.tasks.registry import commands
+
+    out = {name: ((lambda argv, m=module: importlib.import_module(m).main(argv)), text)
+           for name, (module, text) in DELEGATED.items()}
+    out.update(commands())
+    return out
+
+
+def _task_args(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--task", required=True, help="a task name (python -m tafs tasks)")
+    s.add_argument("--tasks", default="{}", help="JSON of the config's `tasks:` section (user tasks)")
+
+
+def build_parser(delegated: dict) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tafs", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    s = sub.add_parser("prompts", help="write a prompt split as JSONL")
-    s.add_argument("--split", choices=["train", "test", "all"], required=True)
+    s = sub.add_parser("prompts", help="write a task's prompt split as JSONL")
+    _task_args(s)
+    s.add_argument("--split", choices=["train", "test"], required=True)
     s.add_argument("--out", required=True)
     s.set_defaults(fn=cmd_prompts)
 
-    s = sub.add_parser("pretrain", help="rectified-flow pretraining of the toy base model")
-    s.add_argument("--cfg", default="{}", help="JSON of the `pretrain` config section")
-    s.add_argument("--out", required=True, help="model folder (hub layout) to write")
-    s.add_argument("--ckpt-dir", required=True, help="resumable checkpoints (keep outside Snakemake outputs)")
-    s.add_argument("--no-resume", action="store_true")
-    s.add_argument("--threads", type=int, default=1)
-    s.set_defaults(fn=cmd_pretrain)
-
-    s = sub.add_parser("evaluate", help="sample the test prompts at one or more NFEs and score them")
+    s = sub.add_parser("evaluate", help="sample a prompt file at one or more NFEs and score it with the task's metrics")
     s.add_argument("--model", required=True)
     s.add_argument("--adapter", default=None, help="a peft LoRA adapter folder to apply")
+    s.add_argument("--prompts", required=True, help="prompt file (JSONL or .txt)")
     s.add_argument("--name", default=None)
     s.add_argument("--sampler", choices=["ode", "annealed"], default="ode")
     s.add_argument("--nfe", type=int, nargs="+", required=True, help="one or more NFEs (sampling steps)")
-    s.add_argument("--cfg", default="{}", help="JSON of the `eval` config section")
+    s.add_argument("--cfg", default="{}", help="JSON of the `eval` config (with the task's metrics and reward kwargs)")
     s.add_argument("--out", required=True, help="folder; each NFE writes nfe{N}/metrics.json and grid.png")
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(fn=cmd_evaluate)
 
     s = sub.add_parser("train", help="GRPO training (TAFS-GRPO or a baseline) of a LoRA adapter")
     s.add_argument("--model", required=True, help="base model folder")
+    s.add_argument("--prompts", required=True, help="training prompt file (JSONL or .txt)")
     s.add_argument("--cfg", default="{}", help="JSON of the training config (a `train` section merged with a method)")
     s.add_argument("--out", required=True, help="run folder: adapter/, metrics.jsonl, train_summary.json")
     s.add_argument("--ckpt-dir", required=True, help="resumable checkpoints (keep outside Snakemake outputs)")
@@ -152,12 +196,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("grid", help="write results/grid.json: every run of the DAG and each table's rows")
     s.add_argument("--config", required=True, help="the effective config as JSON (results/config.json)")
+    s.add_argument("--prompts", default=None, help="the evaluation prompt file (categories, when the task names none)")
     s.add_argument("--out", required=True)
     s.set_defaults(fn=cmd_grid)
 
-    for name, (module, text) in DELEGATED.items():
-        sub.add_parser(name, help=f"{text} (see python -m {module} --help)", add_help=False)
+    s = sub.add_parser("tasks", help="list the available tasks, one line each")
+    s.add_argument("--configfile", default=None, help="a config whose `tasks:` adds user tasks (e.g. config.yaml)")
+    s.set_defaults(fn=cmd_tasks)
 
+    s = sub.add_parser("rewards", help="list the available rewards, one line each")
+    s.set_defaults(fn=cmd_rewards)
+
+    for name, (_, text) in delegated.items():
+        sub.add_parser(name, help=f"{text} (see python -m tafs {name} --help)", add_help=False)
     return p
 
 
@@ -165,23 +216,20 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = bool(argv) and argv[0] in ("-v", "--verbose")
     rest = argv[1:] if verbose else argv
-    if rest and rest[0] in DELEGATED:
-        import importlib
-
-        module = importlib.import_module(DELEGATED[rest[0]][0])
-        return _one_line_errors(lambda: module.main(rest[1:]), verbose)
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    delegated = _delegated()
+    if rest and rest[0] in delegated:
+        fn = delegated[rest[0]][0]
+        return _one_line_errors(lambda: fn(rest[1:]), verbose)
+    args = build_parser(delegated).parse_args(argv)
     _one_line_errors(lambda: args.fn(args), args.verbose)
 
 
-def _one_line_errors(fn, verbose: bool) -> None:
+def _one_line_errors(fn: Callable[[], object], verbose: bool) -> None:
     """Bad input (config, missing file, wrong value) ends in a one-line message; -v shows the traceback."""
     from tafs.config import ConfigError
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        stream=sys.stderr)
     try:
         fn()
     except (ConfigError, ValueError, KeyError, FileNotFoundError) as e:

@@ -1,10 +1,13 @@
-"""The experiment grid: which training runs the DAG makes, and which run fills which table row.
+"""The experiment grid: which training runs the DAG makes, which models it evaluates, which run fills
+which table row.
 
-From the config's ``methods`` (presets), ``tables`` (which methods Tables 1-3 compare) and
-``ablations`` (N_annealed, N_adv and reward mixes around one method), ``build_grid`` derives every
-run as a merged training config. Runs whose merged configs are identical are one run: the
-N_annealed = 3 and N_adv = 3 rows and the "combined" reward row reuse TAFS-GRPO's run, N_adv = 1 reuses
-"w/o Step Adv.". The grid is written to ``results/grid.json``; tables, figures and MLflow read it.
+From the config's ``task`` (its training rewards and metrics), ``methods`` (presets), ``tables`` (which
+methods Tables 1-3 compare) and ``ablations`` (N_annealed, N_adv and reward mixes around one method),
+``build_grid`` derives every run as a merged training config. Runs whose merged configs are identical are
+one run: the N_annealed = 3 and N_adv = 3 rows and the "combined" reward row reuse TAFS-GRPO's run,
+N_adv = 1 reuses "w/o Step Adv.". The models the evaluation sweep samples are the base and every run at
+every seed; every evaluation a table or Figure 4 reads must be one the sweep makes (checked here, before
+any job runs). The grid is written to ``results/grid.json``; tables, figures and MLflow read it.
 """
 
 from __future__ import annotations
@@ -15,22 +18,28 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from tafs.config import ConfigError, deep_merge
+from tafs.rewards import registry as rewards
+from tafs.tasks import registry as tasks
+from tafs.tasks.base import TaskSpec
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
 @dataclass(frozen=True)
 class RunSpec:
+    """A training run (one per seed): the one run type of the grid, the rules, the tables and MLflow."""
+
     name: str  # folder under results/runs/ and the `run` wildcard
     label: str  # how tables and plots name it
     eval_sampler: str  # ode | annealed
-    train: dict  # the `train` section merged with the method's and the ablation's overrides (no seed)
+    train: dict = field(default_factory=dict)  # `train` merged with the method's and ablation's overrides (no seed)
 
 
 @dataclass
 class Grid:
     runs: dict[str, RunSpec] = field(default_factory=dict)
     tables: dict[str, object] = field(default_factory=dict)
+    task: TaskSpec | None = None
 
     def add(self, spec: RunSpec) -> str:
         """Add a run, or return the name of an existing run with the same training config."""
@@ -52,12 +61,31 @@ def natural_sampler(train: dict) -> str:
     return "annealed" if train.get("method", {}).get("sampler", "annealed") == "annealed" else "ode"
 
 
-def method_spec(config: dict, name: str, where: str) -> RunSpec:
+def base_train(config: dict, task: TaskSpec) -> dict:
+    """The `train` section with the task's training rewards where `train.advantage.rewards` is not set."""
+    train = copy.deepcopy(config["train"])
+    adv = train.setdefault("advantage", {})
+    if not adv.get("rewards"):
+        adv["rewards"] = dict(task.rewards)
+    return train
+
+
+def check_rewards(weights: dict, where: str) -> None:
+    """Known reward names, weights >= 0 and not all zero; errors name ``where`` (the config key)."""
+    rewards.check_names(weights, where)
+    bad = {k: w for k, w in weights.items() if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0}
+    if bad or not any(weights.values()):
+        raise ConfigError(f"{where}: reward weights must be numbers >= 0, not all zero; got {dict(weights)}")
+
+
+def method_spec(config: dict, name: str, where: str, task: TaskSpec) -> RunSpec:
     methods = config["methods"]
     if name not in methods:
         raise ConfigError(f"{where}: unknown method {name!r}; defined under `methods:`: {sorted(methods)}")
     m = methods[name] or {}
-    train = deep_merge(copy.deepcopy(config["train"]), m.get("train", {}))
+    train = deep_merge(base_train(config, task), m.get("train", {}))
+    check_rewards(train["advantage"]["rewards"], f"methods.{name}.train.advantage.rewards (or train.advantage."
+                                                 f"rewards / the task's rewards)")
     return RunSpec(name, m.get("label", name), m.get("eval_sampler") or natural_sampler(train), train)
 
 
@@ -83,6 +111,7 @@ def _ablation_rows(grid: Grid, base: RunSpec, ablations: dict) -> None:
     # A reward mix replaces the reward weights outright (deep_merge would keep the base's other rewards).
     rows = []
     for mix, weights in ablations.get("reward_mixes", {}).items():
+        check_rewards(weights, f"ablations.reward_mixes.{mix}")
         train = copy.deepcopy(base.train)
         train["advantage"]["rewards"] = dict(weights)
         spec = RunSpec(f"{base.name}-reward_{mix}", f"{base.label} ({mix})", natural_sampler(train), train)
@@ -90,54 +119,86 @@ def _ablation_rows(grid: Grid, base: RunSpec, ablations: dict) -> None:
     grid.tables["table6"] = rows
 
 
-def check_nfes(config: dict) -> None:
-    """The tables read evaluations the sweeps must make: say which key to change when they do not."""
+def check_evals(config: dict, task: TaskSpec) -> None:
+    """The tables and Figure 4 read evaluations the sweep must make: say which key to change when they do not."""
     tables, sweep = config["tables"], config["sweep"]
     missing = sorted({tables["main_nfe"], *tables["table1_nfe"]} - set(sweep["run_nfe"]))
     if missing:
         raise ConfigError(f"tables.main_nfe / tables.table1_nfe use NFE {missing}, which sweep.run_nfe "
                           f"{sweep['run_nfe']} does not evaluate: add them to sweep.run_nfe")
-    for sampler, nfe in tables["base_rows"]:
+    needs = [("tables.base_rows", s, n) for s, n in tables["base_rows"]]
+    needs.append(("tables.main_nfe (Table 2's base row, ODE)", "ode", tables["main_nfe"]))
+    for key, sampler, nfe in needs:
         if sampler not in sweep["base_samplers"] or nfe not in sweep["base_nfe"]:
-            raise ConfigError(f"tables.base_rows: ({sampler}, {nfe}) is not evaluated by sweep.base_samplers "
-                              f"{sweep['base_samplers']} x sweep.base_nfe {sweep['base_nfe']}")
+            raise ConfigError(f"{key}: the base model at ({sampler}, {nfe} NFE) is not evaluated by "
+                              f"sweep.base_samplers {sweep['base_samplers']} x sweep.base_nfe {sweep['base_nfe']}: "
+                              f"add it there")
+    metric = config.get("figure4", {}).get("metric", "correct")
+    keys = [m.key for m in task.metrics]
+    if metric not in keys:
+        raise ConfigError(f"figure4.metric: {metric!r} is not a metric of task {task.name!r}; use one of {keys}")
 
 
 def build_grid(config: dict) -> Grid:
     """Every run of the DAG and every table's rows, from a validated config."""
-    check_nfes(config)
+    task = tasks.from_config(config)
+    check_evals(config, task)
+    for name, kwargs in (config.get("reward_models") or {}).items():
+        rewards.check_names([name], f"reward_models.{name}")
     tables = config["tables"]
     grid = Grid(tables={"table4": [], "table5": [], "table6": [], "table7": None})
     for key, table_ids in (("comparison", ("table1", "table2")), ("components", ("table3",))):
         rows = []
         for name in tables.get(key, []):
-            spec = method_spec(config, name, f"tables.{key}")
+            spec = method_spec(config, name, f"tables.{key}", task)
             rows.append([spec.label, grid.add(spec)])
         for t in table_ids:
             grid.tables[t] = rows
     # Table 2 lists the baselines first and TAFS last, as the paper does.
     grid.tables["table2"] = sorted(grid.tables["table2"], key=lambda r: r[1] == tables.get("ablation_of"))
     for name in tables.get("extra", []):
-        grid.add(method_spec(config, name, "tables.extra"))
+        grid.add(method_spec(config, name, "tables.extra", task))
     of = tables.get("ablation_of")
     if of:
-        _ablation_rows(grid, method_spec(config, of, "tables.ablation_of"), config.get("ablations", {}))
-        grid.tables["table7"] = grid.add(method_spec(config, of, "tables.ablation_of"))
+        _ablation_rows(grid, method_spec(config, of, "tables.ablation_of", task), config.get("ablations", {}))
+        grid.tables["table7"] = grid.add(method_spec(config, of, "tables.ablation_of", task))
+    grid.task = task
     return grid
 
 
-def grid_manifest(config: dict, grid: Grid) -> dict:
-    """The JSON the report stages read (``results/grid.json``)."""
-    tables, sweep = config["tables"], config["sweep"]
-    base_evals = [[s, n] for s, n in tables["base_rows"]]
+def eval_models(config: dict, grid: Grid) -> list[dict]:
+    """Every model the evaluation sweep samples, with its samplers and NFEs (one eval job per model,
+    seed and sampler): the base, then each run at every seed."""
+    sweep = config["sweep"]
+    models = [{"kind": "base", "name": "base", "label": "Base", "seeds": [None],
+               "samplers": list(sweep["base_samplers"]), "nfe": list(sweep["base_nfe"])}]
+    models += [{"kind": "run", "name": name, "label": spec.label, "seeds": list(config["seeds"]),
+                "samplers": [spec.eval_sampler], "nfe": list(sweep["run_nfe"])} for name, spec in grid.runs.items()]
+    return models
+
+
+def grid_manifest(config: dict, grid: Grid, categories: list[str] | None = None) -> dict:
+    """The JSON the report stages read (``results/grid.json``). ``categories``: those of the evaluation
+    prompt file, used when the task declares none."""
+    tables, sweep, task = config["tables"], config["sweep"], grid.task
+    labels = {m.key: m.label for m in task.metrics}
+    labels.update(tables.get("metric_labels") or {})
+    metric = config.get("figure4", {}).get("metric", "correct")
+    second = next((k for k in task.domain("in") if k != metric), None)
+    manifest_task = task.manifest()
+    if not manifest_task["categories"] and categories:
+        manifest_task["categories"] = list(categories)
     return {
+        "task": manifest_task,
         "seeds": list(config["seeds"]),
         "run_nfe": list(sweep["run_nfe"]),
         "main_nfe": tables["main_nfe"],
         "table1_nfe": list(tables["table1_nfe"]),
-        "base": {"label": "Base", "evals": base_evals},
-        "metrics": {"in_domain": list(tables["in_domain"]), "out_of_domain": list(tables["out_of_domain"])},
-        "metric_labels": dict(tables["metric_labels"]),
+        "base": {"label": "Base", "evals": [[s, n] for s, n in tables["base_rows"]]},
+        "metrics": {"in_domain": task.domain("in"), "out_of_domain": task.domain("out")},
+        "metric_labels": labels,
+        "figure4": {"metric": metric, "second": second},
+        "models": eval_models(config, grid),
         "runs": {name: {k: v for k, v in asdict(spec).items() if k != "name"} for name, spec in grid.runs.items()},
         "tables": grid.tables,
     }

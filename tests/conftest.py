@@ -40,14 +40,45 @@ class LinearFakeBackbone(Backbone):
         self.calls.append((x.clone(), sigma.clone()))
         return self.a * x + self.b * sigma.reshape(-1, *([1] * (x.ndim - 1)))
 
-    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+    def decode_batch(self, x0: torch.Tensor) -> torch.Tensor:
         return x0
 
     def denoiser(self) -> torch.nn.Module:
         return self._module
 
+    def set_denoiser(self, module: torch.nn.Module) -> None:
+        self._module = module
+
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        return []
+
+    def to(self, device):
+        self.device = torch.device(device)
+        return self
+
     def save(self, path: str) -> None:  # pragma: no cover - not used
         raise NotImplementedError
+
+
+def toy_prompts(split: str = "train"):
+    """The toy task's prompts of a split (what the prompts rule writes for the default task)."""
+    from tafs.tasks.toy import toy_prompts as make
+
+    return make(split)
+
+
+def brightness_reward(name: str):
+    """A registered test reward: mean brightness, deterministic and different for every sample (a random
+    tiny model's noise images all fail the toy checker alike, so its rewards would give no signal)."""
+    from tafs.rewards.base import RewardSpec, check_batch
+
+    def make():
+        def reward(prompts, metadata, images):
+            check_batch(prompts, metadata, images)
+            return images.float().mean((1, 2, 3))
+        return reward
+
+    return RewardSpec(name, make, "Brightness", "test reward: mean pixel value")
 
 
 @pytest.fixture

@@ -224,7 +224,8 @@ def test_shuffle_within_groups_deterministic_per_generator():
     ({"n_adv": 0}, "n_adv"),
     ({"n_adv": -2}, "n_adv"),
     ({"aggregation": "mean"}, "aggregation"),
-    ({"rewards": {}}, "rewards"),
+    ({"rewards": {"toy_dense": -1.0}}, "rewards"),
+    ({"rewards": {"toy_dense": 0.0, "clip": 0.0}}, "not all zero"),
 ])
 def test_advantage_config_rejects(kwargs, needle):
     with pytest.raises(ValueError, match=needle):

@@ -72,7 +72,7 @@ def test_presets_come_from_config(bench, config):
     assert dance["advantage"]["rewards"] == {"toy_dense": 1.0}
     assert dance["lora"] == config["train"]["lora"]
     tafs = bench.method_train_dict(config, "tafs_grpo", prompts=2, group=2, scorer="some/scorer")
-    assert tafs["advantage"]["rewards"] == config["train"]["advantage"]["rewards"]
+    assert tafs["advantage"]["rewards"] == {"toy_dense": 1.0, "clip": 1.0}  # the task's training rewards
     assert tafs["reward_kwargs"] == {"clip": {"path": "some/scorer"}}
     assert config == before  # nested dicts were copied, not shared
     with pytest.raises(KeyError, match="not in config.yaml"):

@@ -64,39 +64,39 @@ def test_saved_folder_round_trips_through_the_registry(trained, saved, batch):
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json"):
         assert (saved / name).exists(), name
     loaded = build("clip", path=str(saved))
-    expected = trained[0].reward()(texts, images)
-    torch.testing.assert_close(loaded(texts, images), expected, atol=1e-5, rtol=0)
+    expected = trained[0].reward().score(texts, images)
+    torch.testing.assert_close(loaded(texts, [{}] * len(texts), images), expected, atol=1e-5, rtol=0)
 
 
 def test_scores_are_cosines_of_shape_n_and_deterministic(saved, batch):
     texts, images = batch
     reward = build("clip", path=str(saved), batch_size=4)  # several image and text chunks
-    s = reward(texts, images)
+    s = reward(texts, [{}] * len(texts), images)
     assert s.shape == (len(texts),) and s.dtype == torch.float32
     assert bool(((s >= -1) & (s <= 1)).all())
     assert s.std() > 0  # not a constant
-    torch.testing.assert_close(reward(texts, images), s, atol=0, rtol=0)  # cached text features
-    torch.testing.assert_close(build("clip", path=str(saved))(texts, images), s, atol=1e-6, rtol=0)
+    torch.testing.assert_close(reward.score(texts, images), s, atol=0, rtol=0)  # cached text features
+    torch.testing.assert_close(build("clip", path=str(saved)).score(texts, images), s, atol=1e-6, rtol=0)
     # the same image scored against two prompts gives each its own score (texts are not mixed up)
-    pair = reward([texts[0], texts[1]], images[:1].expand(2, -1, -1, -1))
+    pair = reward.score([texts[0], texts[1]], images[:1].expand(2, -1, -1, -1))
     torch.testing.assert_close(pair[0], s[0], atol=1e-6, rtol=0)
-    torch.testing.assert_close(pair[1], reward([texts[1]], images[:1])[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(pair[1], reward.score([texts[1]], images[:1])[0], atol=1e-6, rtol=0)
     assert abs(pair[0] - pair[1]) > 1e-4
 
 
 def test_other_image_sizes_are_resized(saved, batch):
     texts, images = batch
     reward = build("clip", path=str(saved))
-    base = reward(texts, images)
+    base = reward.score(texts, images)
     big = images.repeat_interleave(2, dim=-1).repeat_interleave(2, dim=-2)  # 64 px, same picture
-    scaled = reward(texts, big)
+    scaled = reward.score(texts, big)
     assert scaled.shape == base.shape
     assert (scaled - base).abs().max() < 0.1
     # and the scorer still ranks: a broken resize/crop (e.g. the top-left quarter) would not
-    upsampled = lambda t, im: reward(t, im.repeat_interleave(2, dim=-1).repeat_interleave(2, dim=-2))  # noqa: E731
+    upsampled = lambda t, meta, im: reward(t, meta, im.repeat_interleave(2, dim=-1).repeat_interleave(2, dim=-2))  # noqa: E731
     assert ranking_accuracy(upsampled, "test", n=4, seed=2) >= MIN_ACCURACY
     odd = torch.nn.functional.interpolate(images, size=(48, 40), mode="nearest")  # non-square: short side
-    assert reward(texts, odd).shape == base.shape
+    assert reward.score(texts, odd).shape == base.shape
 
 
 def test_bad_path_names_the_path(tmp_path):
@@ -112,8 +112,10 @@ def test_bad_path_names_the_path(tmp_path):
 def test_mismatched_inputs_raise(saved, batch):
     texts, images = batch
     reward = build("clip", path=str(saved))
-    with pytest.raises(ValueError, match="prompts but"):
-        reward(texts[:-1], images)
+    with pytest.raises(ValueError, match="one of each per sample"):
+        reward(texts[:-1], [{}] * (len(texts) - 1), images)
+    with pytest.raises(ValueError, match="one of each per sample"):
+        reward(texts, [{}], images)
 
 
 def test_batches_hold_one_category_without_paraphrases():
@@ -148,7 +150,7 @@ def test_cli_writes_a_loadable_scorer_with_metrics(tmp_path, batch):
     assert set(m["ranking_test"]["by_category"]) == set(CATEGORIES)
     assert m["config"]["vision_layers"] == 1
     texts, images = batch
-    assert build("clip", path=str(out))(texts, images).shape == (len(texts),)
+    assert build("clip", path=str(out)).score(texts, images).shape == (len(texts),)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left behind
     with pytest.raises(ConfigError, match="no_such_key"):
         main(["--cfg", '{"no_such_key": 1}', "--out", str(tmp_path / "x")])

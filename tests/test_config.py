@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 
 import pytest
 
 from tafs.config import ConfigError, from_dict, parse_json_arg
 from tafs.io import append_jsonl, atomic_dir, atomic_path, read_json, read_jsonl, write_json
-from tafs.metrics import by_category, mean_ci
 from tafs.models.backbone import LoraSpec
 from tafs.models.toy import ToyModelConfig
-from tafs.pretrain import PretrainConfig
+from tafs.toyworld.pretrain import PretrainConfig
 
 # -- config ------------------------------------------------------------------------------------------
 
@@ -175,37 +173,3 @@ def test_jsonl_skips_partial_last_line(tmp_path):
     with open(path, "a") as fh:
         fh.write('{"step": 3, "lo')  # a crash mid-write
     assert read_jsonl(path) == [{"step": 1}, {"step": 2}]
-
-
-# -- metrics -----------------------------------------------------------------------------------------
-
-
-def test_mean_ci_by_hand():
-    # mean 2.5; sample variance ((1.5^2 + 0.5^2) * 2) / 3 = 5/3; ci = 1.96 sqrt(5/3 / 4)
-    r = mean_ci([1.0, 2.0, 3.0, 4.0])
-    assert r["n"] == 4
-    assert r["mean"] == pytest.approx(2.5)
-    assert r["ci95"] == pytest.approx(1.96 * math.sqrt(5 / 12))
-
-
-def test_mean_ci_binary_and_z():
-    # [0, 1, 1]: mean 2/3; variance ((2/3)^2 + 2 (1/3)^2) / 2 = 1/3; ci = z sqrt(1/9) = z / 3
-    r = mean_ci([0, 1, 1], z=3.0)
-    assert r["mean"] == pytest.approx(2 / 3)
-    assert r["ci95"] == pytest.approx(1.0)
-
-
-def test_mean_ci_small_n():
-    assert mean_ci([0.7]) == {"mean": 0.7, "ci95": 0.0, "n": 1}
-    r = mean_ci([])
-    assert r["n"] == 0 and math.isnan(r["mean"]) and math.isnan(r["ci95"])
-    assert mean_ci([2.0, 2.0, 2.0])["ci95"] == 0.0
-
-
-def test_by_category():
-    r = by_category(["b", "a", "b", "a", "a"], [1.0, 0.0, 0.0, 1.0, 1.0])
-    assert list(r) == ["a", "b"]
-    assert r["a"]["mean"] == pytest.approx(2 / 3) and r["a"]["n"] == 3
-    assert r["b"]["mean"] == pytest.approx(0.5)
-    # [1, 0]: variance 0.5, ci = 1.96 sqrt(0.5 / 2) = 0.98
-    assert r["b"]["ci95"] == pytest.approx(0.98)

@@ -15,7 +15,7 @@ def wf(tmp_path_factory):
     ({"pretrain": {"steps": "ten"}}, "steps"),
     ({"sweep": {"base_nfe": [4, 0]}}, "base_nfe"),
     ({"eval": {"per_category": -1}}, "per_category"),
-    ({"model": {"kind": "sdxl"}}, "kind"),
+    ({"model": {"kind": "sdxl"}}, "kind"),  # model.kind is gone: the loader reads model_index.json
 ])
 def test_bad_config_fails_before_any_job(wf, bad, needle):
     res = run_snakemake(wf, "-n", "--cores", "1", configs=[bad])
@@ -30,7 +30,7 @@ def test_good_config_dry_runs(wf):
     res = run_snakemake(wf, "-n", "--cores", "1")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "pretrain_base" not in res.stdout and "train_scorer" in res.stdout  # the shipped base is used
-    res = run_snakemake(wf, "-n", "--cores", "1", configs=[{"model": {"kind": "toy", "pretrained": None}}])
+    res = run_snakemake(wf, "-n", "--cores", "1", configs=[{"model": {"pretrained": None}}])
     assert res.returncode == 0 and "pretrain_base" in res.stdout, res.stdout + res.stderr
 
 

@@ -90,7 +90,7 @@ def test_mlflow_runs_and_reingest(smoke_run):
     train = by_key["train/tafs_grpo/seed0"]
     assert train.data.tags["rule"] == "train" and train.data.tags["seed"] == "0"
     assert len(client.get_metric_history(train.info.run_id, "loss")) == 2
-    ev = next(r for k, r in by_key.items() if k.startswith("eval/tafs_grpo/seed0/") and k.endswith("nfe8"))
+    ev = next(r for k, r in by_key.items() if k.startswith("eval/runs/tafs_grpo/seed0/") and k.endswith("nfe8"))
     m = json.loads((smoke_run / "eval/runs/tafs_grpo/seed0/annealed/nfe8/metrics.json").read_text())
     assert ev.data.metrics["correct"] == pytest.approx(m["metrics"]["correct"]["mean"])
     assert "grid.png" in [a.path for a in client.list_artifacts(ev.info.run_id)]

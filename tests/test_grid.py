@@ -1,6 +1,7 @@
 """The experiment grid: runs from methods x ablations, deduplicated, and each table's rows."""
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -36,7 +37,8 @@ def test_variants_carry_their_overrides(config):
     assert runs["tafs_grpo-n_annealed1"].train["advantage"]["n_adv"] == 1  # capped at K scored steps
     assert runs["tafs_grpo-n_annealed5"].train["advantage"]["n_adv"] == 3
     assert runs["tafs_grpo-reward_clip_only"].train["advantage"]["rewards"] == {"clip": 1.0}
-    assert runs["tafs_grpo"].train["advantage"]["rewards"] == config["train"]["advantage"]["rewards"]
+    # the task's training rewards fill in train.advantage.rewards (toy_preference: dense + learned CLIP)
+    assert runs["tafs_grpo"].train["advantage"]["rewards"] == {"toy_dense": 1.0, "clip": 1.0}
     # natural samplers: SDE-trained baselines are evaluated with the ODE, TAFS variants with the chain
     assert runs["flow_grpo"].eval_sampler == "ode" and runs["no_tafs"].eval_sampler == "ode"
     assert runs["no_step_adv"].eval_sampler == "annealed"
@@ -85,5 +87,51 @@ def test_tables_need_evaluated_nfes(config):
         build_grid(config)
     config["tables"]["main_nfe"] = 8
     config["tables"]["base_rows"].append(["annealed", 3])
-    with pytest.raises(ConfigError, match=r"tables.base_rows: \(annealed, 3\)"):
+    with pytest.raises(ConfigError, match=r"tables.base_rows: the base model at \(annealed, 3 NFE\)"):
         build_grid(config)
+    config["tables"]["base_rows"].pop()
+    config["sweep"]["base_nfe"] = [4, 28]  # Table 2's base row reads the base's ODE at main_nfe (8)
+    config["tables"]["base_rows"] = [["ode", 28]]
+    with pytest.raises(ConfigError, match=r"tables.main_nfe \(Table 2's base row, ODE\)"):
+        build_grid(config)
+
+
+def test_figure4_metric_must_be_a_task_metric(config):
+    config["figure4"]["metric"] = "strict"
+    with pytest.raises(ConfigError, match=r"figure4.metric: 'strict' is not a metric of task 'toy_preference'"):
+        build_grid(config)
+
+
+@pytest.mark.parametrize("where, edit, needle", [
+    ("task", lambda c: c.update(task="geneval_typo"), "task: unknown task 'geneval_typo'"),
+    ("train rewards", lambda c: c["train"]["advantage"].update(rewards={"pickscroe": 1.0}),
+     "unknown reward(s) ['pickscroe']"),
+    ("method rewards", lambda c: c["methods"]["flow_grpo"].setdefault("train", {}).setdefault("advantage", {})
+     .update(rewards={"toy_dense": -1.0}), "methods.flow_grpo.train.advantage.rewards"),
+    ("mix", lambda c: c["ablations"]["reward_mixes"].update(bad={"clipp": 1.0}), "ablations.reward_mixes.bad"),
+    ("zero mix", lambda c: c["ablations"]["reward_mixes"].update(zero={"clip": 0.0}), "not all zero"),
+    ("reward model", lambda c: c["reward_models"].update(hpsv3={"path": "x"}), "reward_models.hpsv3"),
+])
+def test_bad_names_and_weights_name_the_key(config, where, edit, needle):
+    edit(config)
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        build_grid(config)
+
+
+def test_manifest_carries_the_task_and_the_models(config):
+    m = grid_manifest(config, build_grid(config))
+    assert m["task"]["name"] == "toy_preference" and m["task"]["category_metric"] == "correct"
+    assert m["metrics"] == {"in_domain": ["dense", "clip"], "out_of_domain": ["correct"]}
+    assert m["figure4"] == {"metric": "correct", "second": "dense"}
+    models = {x["name"]: x for x in m["models"]}
+    assert models["base"]["samplers"] == ["ode", "annealed"] and models["base"]["seeds"] == [None]
+    assert models["flow_grpo"]["samplers"] == ["ode"] and models["flow_grpo"]["seeds"] == [0, 1, 2]
+    assert set(models) == {"base", *build_grid(config).runs}
+
+
+def test_toy_composition_task_trains_on_the_checker(config):
+    config["task"] = "toy_composition"
+    grid = build_grid(config)
+    assert grid.runs["tafs_grpo"].train["advantage"]["rewards"] == {"toy_dense": 1.0}
+    m = grid_manifest(config, grid)
+    assert m["metrics"] == {"in_domain": ["correct", "dense"], "out_of_domain": ["clip"]}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import LinearFakeBackbone
+from conftest import LinearFakeBackbone, brightness_reward, toy_prompts
 from tafs import flow
 from tafs.config import ConfigError, deep_merge, from_dict
 from tafs.io import read_jsonl
@@ -193,10 +193,10 @@ REWARD = "test_methods_brightness"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def brightness_reward():
-    registry.register(REWARD)(lambda: (lambda texts, images: images.float().mean((1, 2, 3))))
+def registered_reward():
+    registry.register(brightness_reward(REWARD))
     yield
-    registry._FACTORIES.pop(REWARD, None)
+    registry.unregister(REWARD)
 
 
 def _trainer(model_dir: Path, ckpt: Path, method: dict, **override) -> Trainer:
@@ -206,7 +206,7 @@ def _trainer(model_dir: Path, ckpt: Path, method: dict, **override) -> Trainer:
         "method": method, "advantage": {"rewards": {REWARD: 1.0}, "n_adv": 1},
     }
     cfg = from_dict(TrainConfig, deep_merge(base, override), "train")
-    return Trainer(load_backbone(model_dir, device="cpu"), cfg, ckpt)
+    return Trainer(load_backbone(model_dir, device="cpu"), cfg, ckpt, toy_prompts("train"))
 
 
 def _lora(trainer: Trainer) -> dict[str, torch.Tensor]:
@@ -257,7 +257,7 @@ def test_trainer_recomputes_the_sampled_log_probs(tiny_model_dir, tmp_path, name
     on the real (x0-predicting) toy model; untrained ODE steps carry log-prob 0."""
     method, _ = RUNS[name]
     trainer = _trainer(tiny_model_dir, tmp_path / "ck", method)
-    texts = [s.text for s in trainer.pool[next(iter(trainer.pool))][:2] for _ in range(2)]
+    texts = [p.text for p in trainer.prompts[:2] for _ in range(2)]
     cond = trainer.encode(texts)
     gen = torch.Generator().manual_seed(3)
     noise = torch.randn((4, *trainer.backbone.latent_shape), generator=gen)

@@ -10,7 +10,6 @@ import torch
 
 from tafs.models.backbone import LoraSpec
 from tafs.models.loading import load_backbone
-from tafs.models.lora import load_lora, save_lora
 from tafs.models.toy import MODEL_INDEX, ToyBackbone
 
 from conftest import TINY, build_tiny
@@ -214,12 +213,12 @@ def test_save_and_load_lora(tiny_model_dir, tmp_path):
     lora_v = _velocity(trained)
     assert not torch.allclose(lora_v, base_v, atol=1e-3)
     adapter = tmp_path / "adapter"
-    save_lora(trained, adapter)
+    trained.save_adapter(adapter)
     assert (adapter / "adapter_config.json").exists()
 
     fresh = load_backbone(tiny_model_dir, device="cpu")
     assert torch.equal(_velocity(fresh), base_v)
-    load_lora(fresh, adapter)
+    fresh.load_adapter(adapter)
     # not trainable by default
     assert fresh.trainable_parameters() == []
     assert torch.equal(_velocity(fresh), lora_v)
@@ -231,7 +230,7 @@ def test_save_and_load_lora(tiny_model_dir, tmp_path):
     assert torch.equal(_velocity(via_loader), lora_v)
 
     resumable = load_backbone(tiny_model_dir, device="cpu")
-    load_lora(resumable, adapter, trainable=True)
+    resumable.load_adapter(adapter, trainable=True)
     names = [n for n, p in resumable.denoiser().named_parameters() if p.requires_grad]
     assert names and all("lora_" in n for n in names)
 
@@ -244,7 +243,7 @@ def test_adapter_disabled_preserves_requires_grad(tiny_model_dir, tmp_path):
     """
     trained = load_backbone(tiny_model_dir, device="cpu")
     trained.add_lora(LoraSpec(rank=4, alpha=8), seed=0)
-    save_lora(trained, tmp_path / "adapter")
+    trained.save_adapter(tmp_path / "adapter")
 
     frozen = load_backbone(tiny_model_dir, adapter=tmp_path / "adapter", device="cpu")
     assert frozen.trainable_parameters() == []

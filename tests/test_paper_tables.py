@@ -12,8 +12,17 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from tafs.paths import Layout, ModelRef
 from tafs.report import paper_tables as pt
-from tafs.toyworld.prompts import CATEGORIES
+from tafs.report.figures import figure4_frame
+from tafs.report.manifest import load_manifest
+
+CATEGORIES = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+TASK = {"name": "toy_preference", "categories": list(CATEGORIES), "category_metric": "correct",
+        "category_label": "strict acc. by category (%)", "caption_prefix": "Toy analogue of",
+        "metrics": {"correct": {"reward": "toy_correct", "domain": "out", "label": "Strict acc.", "percent": True},
+                    "dense": {"reward": "toy_dense", "domain": "in", "label": "Dense", "percent": True},
+                    "clip": {"reward": "clip", "domain": "in", "label": "CLIP", "percent": False}}}
 
 SEEDS = [0, 1, 2]
 RUNS = {  # name -> (label, eval sampler, offset of every eval metric, base seconds per iteration)
@@ -64,7 +73,9 @@ def write(path: Path, obj: dict) -> None:
 
 
 def make_tree(root: Path, seeds: list[int] = SEEDS) -> Path:
+    layout = Layout(root)
     grid = {
+        "task": TASK, "figure4": {"metric": "correct", "second": "dense"},
         "seeds": seeds, "run_nfe": [4, 6, 8], "main_nfe": 8, "table1_nfe": [4, 8],
         "base": {"label": "Base", "evals": [["ode", 28], ["ode", 4], ["ode", 8], ["annealed", 4]]},
         "metrics": {"in_domain": ["dense", "clip"], "out_of_domain": ["correct"]},
@@ -75,14 +86,15 @@ def make_tree(root: Path, seeds: list[int] = SEEDS) -> Path:
     }
     write(root / "grid.json", grid)
     for sampler, nfe in [("ode", 28), ("ode", 4), ("ode", 6), ("ode", 8), ("annealed", 4)]:
-        write(pt.base_eval_path(root, sampler, nfe), eval_json("base", sampler, nfe, correct_value(-0.18, 0, nfe)))
+        write(layout.eval_metrics(ModelRef.base(), sampler, nfe),
+              eval_json("base", sampler, nfe, correct_value(-0.18, 0, nfe)))
     for run, (_, sampler, offset, sec) in RUNS.items():
         for seed in seeds:
             for nfe in (4, 6, 8):
-                write(pt.run_eval_path(root, run, seed, sampler, nfe),
+                write(layout.eval_metrics(ModelRef.run(run, seed), sampler, nfe),
                       eval_json(run, sampler, nfe, correct_value(offset, seed, nfe), run not in NO_CLIP))
             nfe_old, nfe_theta = (4, 3) if "tafs" in run else (10, 6)
-            write(pt.train_summary_path(root, run, seed),
+            write(layout.train_summary(run, seed),
                   {"iterations": 4, "wall_s": 1.0, "config": {}, "nfe_old": nfe_old, "nfe_theta": nfe_theta,
                    "sec_per_iter": sec + 0.1 * seed, "final_reward": {}})
             lines = []
@@ -95,7 +107,7 @@ def make_tree(root: Path, seeds: list[int] = SEEDS) -> Path:
                         row[f"reward/{reward}/step{k}_pearson_final"] = pearson(reward, k, it, seed)
                 lines.append(json.dumps(row))
             extra = json.dumps({"iteration": 4, "reward/toy_dense/step2_pearson_final": None})  # r undefined
-            path = pt.train_metrics_path(root, run, seed)
+            path = layout.train_metrics(run, seed)
             path.write_text("\n".join(lines + [extra]) + '\n{"iteration": 5, "rew')  # + a partial last line
     return root
 
@@ -127,6 +139,7 @@ def test_every_table_file_and_captions(written):
     captions = json.loads((out / "captions.json").read_text())
     assert set(captions) == set(pt.TABLE_IDS) | {"figure4"}
     assert all("toy analogue" in c.lower() for c in captions.values())
+    assert (out / "table1.md").read_text().startswith("**Table 1 (toy analogue).** Toy analogue of Table 1")
     assert "Student t" in captions["table3"]
 
 
@@ -207,8 +220,8 @@ def test_figure_files(written):
 
 def test_figure4_frame(written):
     root, _ = written
-    grid = pt.load_grid(root / "grid.json")
-    f = pt.figure4_frame(grid, root, "correct")
+    grid = load_manifest(root / "grid.json")
+    f = figure4_frame(grid, root, "correct")
     runs = f[f["kind"] == "run"]
     assert list(runs["series"].unique()) == ["TAFS-GRPO", "Flow-GRPO"] and list(runs["nfe"].unique()) == [4, 6, 8]
     assert runs.set_index(["series", "nfe"]).loc[("TAFS-GRPO", 8), "mean"] == pytest.approx(0.4)
@@ -218,7 +231,7 @@ def test_figure4_frame(written):
 
 def test_one_seed_uses_eval_ci(tmp_path):
     root = make_tree(tmp_path, seeds=[1])
-    grid = pt.load_grid(root / "grid.json")
+    grid = load_manifest(root / "grid.json")
     t3 = pt.table3(grid, root).data.set_index("run")
     assert t3.loc["tafs_grpo", "correct"] == pytest.approx(0.4)
     assert t3.loc["tafs_grpo", "correct_ci95"] == pytest.approx(EVAL_CI)
@@ -232,7 +245,7 @@ def test_one_seed_uses_eval_ci(tmp_path):
 
 def test_missing_file_names_path_and_consumer(tmp_path):
     root = make_tree(tmp_path, seeds=[0, 1])
-    missing = pt.run_eval_path(root, "no_step_adv", 1, "annealed", 8)
+    missing = Layout(root).eval_metrics(ModelRef.run("no_step_adv", 1), "annealed", 8)
     missing.unlink()
     with pytest.raises(FileNotFoundError) as err:
         pt.write_all(root / "grid.json", root, root / "tables", None)
@@ -240,7 +253,7 @@ def test_missing_file_names_path_and_consumer(tmp_path):
     assert str(missing) in text and "table3" in text and "no_step_adv" in text and "seed 1" in text
     (root / "runs" / "tafs_grpo" / "seed0" / "train_summary.json").unlink()
     with pytest.raises(FileNotFoundError, match="train_summary.json"):
-        pt.table2(pt.load_grid(root / "grid.json"), root)
+        pt.table2(load_manifest(root / "grid.json"), root)
 
 
 def test_empty_tables_still_written(tmp_path):
@@ -259,3 +272,17 @@ def test_module_entry_point():
     res = subprocess.run([sys.executable, "-m", "tafs.report.paper_tables", "--help"],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "--grid" in res.stdout and "--figure" in res.stdout
+
+
+def test_a_task_without_categories_or_prefix(tmp_path):
+    """A task with no categories (Pick-a-Pic-like) and no caption prefix: no per-category columns, plain titles,
+    percent only where the task says so."""
+    root = make_tree(tmp_path, seeds=[0, 1])
+    grid = json.loads((root / "grid.json").read_text())
+    grid["task"] = {**TASK, "categories": [], "category_metric": None, "caption_prefix": "",
+                    "metrics": {**TASK["metrics"], "dense": {**TASK["metrics"]["dense"], "percent": False}}}
+    (root / "grid.json").write_text(json.dumps(grid))
+    tables = pt.write_all(root / "grid.json", root, root / "tables", None)
+    assert not [c for c in tables["table1"].data.columns if c.startswith("correct_") and c != "correct_ci95"]
+    md = (root / "tables" / "table3.md").read_text()
+    assert md.startswith("**Table 3.** Table 3 (component ablation") and "Dense (%)" not in md and "Dense" in md

@@ -15,17 +15,9 @@ from typing import Any
 import pytest
 
 from tafs.io import read_json, write_json
-from tafs.tracking import (
-    MAX_ENTITIES_PER_BATCH,
-    MAX_METRICS_PER_BATCH,
-    MAX_PARAMS_TAGS_PER_BATCH,
-    batches,
-    clean_key,
-    flatten,
-    git_commit,
-    ingest,
-    main,
-)
+from tafs.tracking.ingest import ingest, main
+from tafs.tracking.payload import clean_key, flatten, git_commit
+from tafs.tracking.store import MAX_ENTITIES_PER_BATCH, MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH, batches
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow.entities import ViewType  # noqa: E402
@@ -161,7 +153,7 @@ def test_one_finished_run_per_stage(ingested):
     assert set(runs) == {
         "config", "pretrain", "report",
         "train/tafs_grpo/seed0", "train/flow_grpo/seed1",
-        "eval/base/ode/nfe4", "eval/tafs_grpo/seed0/annealed/nfe4", "eval/flow_grpo/seed1/annealed/nfe4",
+        "eval/base/ode/nfe4", "eval/runs/tafs_grpo/seed0/annealed/nfe4", "eval/runs/flow_grpo/seed1/annealed/nfe4",
     }
     for key, run in runs.items():
         assert run.info.status == "FINISHED"
@@ -172,7 +164,7 @@ def test_one_finished_run_per_stage(ingested):
 
 def test_eval_run_metrics_params_tags(ingested):
     results, _, client, exp_id, _ = ingested
-    run = _runs(client, exp_id)["eval/tafs_grpo/seed0/annealed/nfe4"]
+    run = _runs(client, exp_id)["eval/runs/tafs_grpo/seed0/annealed/nfe4"]
     src = read_json(results / "eval" / "runs" / "tafs_grpo" / "seed0" / "annealed" / "nfe4" / "metrics.json")
     m = run.data.metrics
     assert m["correct"] == src["metrics"]["correct"]["mean"]
@@ -185,7 +177,7 @@ def test_eval_run_metrics_params_tags(ingested):
     t = run.data.tags
     assert (t["rule"], t["method"], t["seed"]) == ("eval_run", "tafs_grpo", "0")
     assert (t["sampler"], t["nfe"]) == ("annealed", "4")
-    assert t["tafs.key"] == "eval/tafs_grpo/seed0/annealed/nfe4"
+    assert t["tafs.key"] == "eval/runs/tafs_grpo/seed0/annealed/nfe4"
     base = _runs(client, exp_id)["eval/base/ode/nfe4"]
     assert base.data.tags["rule"] == "eval_base" and "method" not in base.data.tags
     assert base.data.metrics["correct"] == 0.3

@@ -26,7 +26,7 @@ from tafs.sampling.policy import gaussian_log_prob
 from tafs.train.advantages import group_normalize
 from tafs.train.trainer import Trainer, TrainConfig
 
-from conftest import TINY
+from conftest import TINY, brightness_reward, toy_prompts
 
 torch.set_num_threads(1)
 
@@ -35,16 +35,11 @@ K = 3
 B, G = 2, 4
 
 
-def _brightness(texts: list[str], images: torch.Tensor) -> torch.Tensor:
-    assert len(texts) == images.shape[0]
-    return images.float().mean((1, 2, 3))
-
-
 @pytest.fixture(scope="module", autouse=True)
-def brightness_reward():
-    registry.register(REWARD)(lambda: _brightness)
+def registered_reward():
+    registry.register(brightness_reward(REWARD))
     yield
-    registry._FACTORIES.pop(REWARD, None)
+    registry.unregister(REWARD)
 
 
 def make_cfg(**override) -> TrainConfig:
@@ -60,7 +55,7 @@ def make_cfg(**override) -> TrainConfig:
 
 
 def make_trainer(model_dir: Path, ckpt_dir: Path, **override) -> Trainer:
-    return Trainer(load_backbone(model_dir, device="cpu"), make_cfg(**override), ckpt_dir)
+    return Trainer(load_backbone(model_dir, device="cpu"), make_cfg(**override), ckpt_dir, toy_prompts("train"))
 
 
 def lora_state(trainer: Trainer) -> dict[str, torch.Tensor]:
@@ -88,7 +83,7 @@ def _randomise_lora_b(trainer: Trainer, scale: float = 0.05, seed: int = 7) -> N
 
 
 def _texts_and_cond(trainer: Trainer):
-    texts = [s.text for s in trainer.pool[next(iter(trainer.pool))][:B] for _ in range(G)]
+    texts = [p.text for p in trainer.prompts[:B] for _ in range(G)]
     return texts, trainer.encode(texts)
 
 
@@ -330,7 +325,7 @@ def test_export_round_trip(trained, tmp_path):
     g = torch.Generator().manual_seed(11)
     x = torch.randn(3, 3, 32, 32, generator=g)
     sigma = torch.tensor([0.9, 0.5, 0.2])
-    prompts = [sp.text for sp in trainer.pool[next(iter(trainer.pool))][:3]]
+    prompts = [p.text for p in trainer.prompts[:3]]
     trainer.backbone.denoiser().eval()
     loaded = load_backbone(tiny_model_dir, adapter=out / "adapter", device="cpu")
     base = load_backbone(tiny_model_dir, device="cpu")
@@ -350,18 +345,28 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=120)
 
 
-def test_cli_train(tiny_model_dir, tmp_path):
+@pytest.fixture(scope="module")
+def prompt_file(tmp_path_factory):
+    from tafs.prompts import write_prompt_file
+
+    path = tmp_path_factory.mktemp("prompts") / "train.jsonl"
+    write_prompt_file(path, toy_prompts("train"))
+    return path
+
+
+def test_cli_train(tiny_model_dir, tmp_path, prompt_file):
     cfg = {"iterations": 2, "prompts_per_iter": 2, "group_size": 2, "checkpoint_every": 1,
-           "lora": {"rank": 4, "alpha": 8}, "method": {"n_annealed": 2}, "advantage": {"n_adv": 2}}
+           "lora": {"rank": 4, "alpha": 8}, "method": {"n_annealed": 2},
+           "advantage": {"n_adv": 2, "rewards": {"toy_dense": 1.0}}}
     out, ck = tmp_path / "out", tmp_path / "ck"
-    res = _cli("train", "--model", str(tiny_model_dir), "--cfg", json.dumps(cfg), "--out", str(out),
-               "--ckpt-dir", str(ck), cwd=tmp_path)
+    res = _cli("train", "--model", str(tiny_model_dir), "--prompts", str(prompt_file), "--cfg", json.dumps(cfg),
+               "--out", str(out), "--ckpt-dir", str(ck), cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     assert [r["iteration"] for r in read_jsonl(out / "metrics.jsonl")] == [0, 1]
     s = json.loads((out / "train_summary.json").read_text())
     assert s["nfe_old"] == 3 and s["nfe_theta"] == 2  # n_annealed = 2
-    assert s["iterations"] == 2 and s["base_model"] == str(tiny_model_dir)
+    assert s["iterations"] == 2 and s["base_model"] == str(tiny_model_dir) and s["prompts"] == str(prompt_file)
     assert s["config"]["group_size"] == 2 and s["config"]["lora"] == {"rank": 4, "alpha": 8}
     assert len(list(ck.glob("checkpoint-*.pt"))) == 1
 
@@ -369,11 +374,14 @@ def test_cli_train(tiny_model_dir, tmp_path):
 @pytest.mark.parametrize("cfg, needle", [
     ({"iterations": 1, "lerning_rate": 0.1}, "lerning_rate"),
     ({"advantage": {"nadv": 2}}, "nadv"),
+    ({"advantage": {}}, "advantage.rewards"),
+    ({"advantage": {"rewards": {"toy_dense": 0.0}}}, "not all zero"),
+    ({"advantage": {"rewards": {"pickscroe": 1.0}}}, "unknown reward 'pickscroe'"),
 ])
-def test_cli_train_bad_key(tiny_model_dir, tmp_path, cfg, needle):
+def test_cli_train_bad_key(tiny_model_dir, tmp_path, prompt_file, cfg, needle):
     out = tmp_path / "out"
-    res = _cli("train", "--model", str(tiny_model_dir), "--cfg", json.dumps(cfg), "--out", str(out),
-               "--ckpt-dir", str(tmp_path / "ck"), cwd=tmp_path)
+    res = _cli("train", "--model", str(tiny_model_dir), "--prompts", str(prompt_file), "--cfg", json.dumps(cfg),
+               "--out", str(out), "--ckpt-dir", str(tmp_path / "ck"), cwd=tmp_path)
     assert res.returncode != 0
     assert needle in res.stderr, res.stderr
     assert "Traceback" not in res.stderr, res.stderr  # a clean message, not a crash

@@ -1,8 +1,10 @@
 """The interface every sampler, trainer and evaluator talks to (DESIGN §3-5).
 
-A backbone owns its text encoder and denoiser. Samplers only ever call ``encode``, ``velocity``
-and ``decode``; trainers additionally use ``trainable_parameters``, ``add_lora`` and
-``adapter_disabled`` (the reference policy of the KL term is the base with LoRA switched off).
+A backbone owns its text encoder(s), its denoiser and its decoder. Samplers call ``encode``,
+``velocity`` / ``predict_x0`` and ``decode``; trainers additionally use ``frozen_modules``,
+``add_lora``, ``trainable_parameters``, ``set_denoiser`` (to hand it back wrapped, e.g. by DDP) and
+``adapter_disabled`` (the reference policy of the KL term: the base with LoRA switched off). Nothing
+outside a backbone sets its attributes.
 """
 
 from __future__ import annotations
@@ -10,9 +12,14 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import torch
+
+from tafs.models.lora import LoraSpec, attach_lora, load_lora
+
+__all__ = ["Backbone", "Cond", "LoraSpec"]
 
 
 @dataclass
@@ -28,6 +35,9 @@ class Cond:
     def index(self, idx: torch.Tensor | slice) -> "Cond":
         return Cond(self.hidden[idx], self.pooled[idx])
 
+    def to(self, device: torch.device | str) -> "Cond":
+        return Cond(self.hidden.to(device), self.pooled.to(device))
+
     def repeat_interleave(self, n: int) -> "Cond":
         return Cond(self.hidden.repeat_interleave(n, 0), self.pooled.repeat_interleave(n, 0))
 
@@ -36,52 +46,76 @@ class Cond:
         return Cond(torch.cat([c.hidden for c in conds]), torch.cat([c.pooled for c in conds]))
 
 
-@dataclass(frozen=True)
-class LoraSpec:
-    rank: int = 32
-    alpha: int = 64
-    dropout: float = 0.0
-    target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0",
-                                       "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
-
-
 class Backbone(ABC):
     """A text-conditioned flow-matching model in the diffusers conventions."""
 
     device: torch.device
 
+    # -- what a model family implements ------------------------------------------------------------
     @property
     @abstractmethod
     def latent_shape(self) -> tuple[int, ...]:
         """Shape of one sample in the space the flow runs in (C, H, W)."""
 
     @abstractmethod
-    def encode(self, prompts: list[str]) -> Cond: ...
+    def encode(self, prompts: list[str]) -> Cond:
+        """Prompts -> conditioning on ``self.device`` (no gradient reaches the text encoders)."""
 
     @abstractmethod
     def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
         """v_theta(x, sigma, c) with sigma of shape (B,) in [0, 1]."""
 
+    @abstractmethod
+    def decode_batch(self, x0: torch.Tensor) -> torch.Tensor:
+        """Clean latents -> images (B, 3, H, W) in [0, 1], all at once (``decode`` chunks the calls)."""
+
+    @abstractmethod
+    def denoiser(self) -> torch.nn.Module:
+        """The module LoRA is attached to (the transformer), possibly wrapped (peft, DDP)."""
+
+    @abstractmethod
+    def set_denoiser(self, module: torch.nn.Module) -> None:
+        """Replace the denoiser by a wrapped version of itself (peft, DDP)."""
+
+    @abstractmethod
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        """Modules that never train (text encoders, VAE): the trainer freezes them."""
+
+    @abstractmethod
+    def to(self, device: torch.device | str) -> "Backbone":
+        """Move every module to ``device`` and remember it as ``self.device``."""
+
+    @abstractmethod
+    def save(self, path: str | Path) -> None:
+        """Write the model in the hub layout (model_index.json + one folder per component)."""
+
+    # -- shared behaviour ---------------------------------------------------------------------------
     def predict_x0(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
         """The one-step clean estimate x - sigma v (models that predict x0 directly override this)."""
         return x - sigma.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1))) * self.velocity(x, sigma, cond)
 
-    @abstractmethod
-    def decode(self, x0: torch.Tensor) -> torch.Tensor:
-        """Clean latents -> images (B, 3, H, W) in [0, 1]."""
+    @torch.no_grad()
+    def decode(self, x0: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+        """Clean latents -> images in [0, 1], ``chunk_size`` samples at a time (None or 0: all at once).
 
-    @abstractmethod
-    def denoiser(self) -> torch.nn.Module:
-        """The module LoRA is attached to (transformer)."""
-
-    @abstractmethod
-    def save(self, path: str) -> None: ...
+        A VAE decoding B x G x K estimates at 512 px does not fit at once; chunks bound the peak memory.
+        """
+        if not chunk_size or chunk_size >= len(x0):
+            return self.decode_batch(x0)
+        return torch.cat([self.decode_batch(c) for c in x0.split(chunk_size)])
 
     def add_lora(self, spec: LoraSpec, seed: int | None = None) -> None:
         """Wrap the denoiser in a peft LoRA adapter; base weights are frozen."""
-        from tafs.models.lora import attach_lora
+        self.set_denoiser(attach_lora(self.denoiser(), spec, seed))
 
-        attach_lora(self, spec, seed)
+    def load_adapter(self, path: str | Path, trainable: bool = False) -> None:
+        """Apply a trained peft adapter (frozen for inference unless ``trainable``)."""
+        self.set_denoiser(load_lora(self.denoiser(), path, trainable).to(self.device))
+
+    def save_adapter(self, path: str | Path) -> None:
+        """Write the LoRA adapter (peft layout, safetensors)."""
+        module = self.denoiser()
+        getattr(module, "module", module).save_pretrained(str(path), safe_serialization=True)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.denoiser().parameters() if p.requires_grad]

@@ -1,41 +1,48 @@
-"""LoRA through peft: attach, save, load. The adapter is the only thing RL trains."""
+"""LoRA through peft on a denoiser module: attach, load. The adapter is the only thing RL trains.
+
+Works on modules, not backbones, so the backbone interface can use it without an import cycle.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:
-    from tafs.models.backbone import Backbone, LoraSpec
+# The attention projections of an MMDiT block (SD3 and Flux; REAL-MODELS.md §1).
+ATTENTION_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
 
 
-def _set_denoiser(backbone: "Backbone", module: torch.nn.Module) -> None:
-    backbone.transformer = module  # every backbone keeps its denoiser as ``transformer``
+@dataclass(frozen=True)
+class LoraSpec:
+    rank: int = 32
+    alpha: int = 64
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ATTENTION_TARGETS
 
 
-def attach_lora(backbone: "Backbone", spec: "LoraSpec", seed: int | None = None) -> None:
+def attach_lora(module: torch.nn.Module, spec: LoraSpec, seed: int | None = None) -> torch.nn.Module:
+    """``module`` wrapped in a fresh peft LoRA adapter (base weights frozen); targets absent from it are skipped."""
     from peft import LoraConfig, get_peft_model
 
-    base = backbone.denoiser()
-    names = {n.rsplit(".", 1)[-1] if not n.endswith("to_out.0") else "to_out.0" for n, _ in base.named_modules()}
+    names = {n.rsplit(".", 1)[-1] if not n.endswith("to_out.0") else "to_out.0" for n, _ in module.named_modules()}
     targets = [t for t in spec.target_modules if t in names]
     if not targets:
-        raise ValueError(f"none of the LoRA target_modules {spec.target_modules} exist in {type(base).__name__}")
+        raise ValueError(f"none of the LoRA target_modules {spec.target_modules} exist in {type(module).__name__}")
     cfg = LoraConfig(r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=targets,
                      init_lora_weights=True)
     if seed is not None:
         torch.manual_seed(seed)
-    _set_denoiser(backbone, get_peft_model(base, cfg))
+    return get_peft_model(module, cfg)
 
 
-def save_lora(backbone: "Backbone", path: str | Path) -> None:
-    backbone.denoiser().save_pretrained(str(path), safe_serialization=True)
-
-
-def load_lora(backbone: "Backbone", path: str | Path, trainable: bool = False) -> None:
+def load_lora(module: torch.nn.Module, path: str | Path, trainable: bool = False) -> torch.nn.Module:
+    """``module`` with the peft adapter saved at ``path``."""
     from peft import PeftModel
 
-    model = PeftModel.from_pretrained(backbone.denoiser(), str(path), is_trainable=trainable)
-    _set_denoiser(backbone, model.to(backbone.device))
+    path = Path(path)
+    if not (path / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{path}: not a LoRA adapter folder (no adapter_config.json); "
+                                "expected the adapter/ folder a training run writes")
+    return PeftModel.from_pretrained(module, str(path), is_trainable=trainable)

@@ -97,6 +97,12 @@ class ToyBackbone(Backbone):
     def denoiser(self) -> torch.nn.Module:
         return self.transformer
 
+    def set_denoiser(self, module: torch.nn.Module) -> None:
+        self.transformer = module
+
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        return [self.text_encoder]
+
     def tokenize(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         t = self.tokenizer(prompts, padding="max_length", max_length=self.cfg.max_tokens, truncation=True,
                            return_tensors="pt")
@@ -127,7 +133,7 @@ class ToyBackbone(Backbone):
             return super().predict_x0(x, sigma, cond)
         return self._forward(x, sigma, cond)
 
-    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+    def decode_batch(self, x0: torch.Tensor) -> torch.Tensor:
         return ((x0 + 1) / 2).clamp(0, 1)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:

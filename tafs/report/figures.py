@@ -1,17 +1,46 @@
-"""Figure 4: a metric vs NFE per Table-1 model (mean over seeds with 95 % CI bands), from results/grid.json."""
+"""Figure 4: a metric vs NFE per Table-1 model (mean over seeds with 95 % CI bands), from the grid manifest."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tafs.io import atomic_path
+import pandas as pd
 
-# --------------------------------------------------------------------------- Figure 4 from the grid manifest
+from tafs.io import atomic_path
+from tafs.report.manifest import Manifest
+from tafs.report.results import base_eval_path, base_eval_stats, run_eval_stats
+from tafs.report.table_model import metric_format, metric_header
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
-def _plot_panel(ax, frame, scale: float, ylabel: str, markers: dict[str, str]) -> None:
+def figure4_frame(m: Manifest, results: Path, metric: str) -> pd.DataFrame:
+    """Long frame (series, kind, sampler, nfe, mean, ci95) of ``metric`` vs NFE.
+
+    kind is "run" (each Table-1 run over ``run_nfe`` with its eval sampler; every file required),
+    "base" (the base model with the ODE sampler at the same NFEs, where evaluated) or "base_ref"
+    (the base at the largest evaluated ODE NFE beyond ``run_nfe``, e.g. 28: a reference line).
+    """
+    rows = []
+    for label, run in m.rows("table1"):
+        sampler = m.run(run, "figure4").eval_sampler
+        for nfe in m.run_nfe:
+            st = run_eval_stats(results, m, run, nfe, "figure4")[metric]
+            rows.append({"series": label, "kind": "run", "sampler": sampler, "nfe": nfe,
+                         "mean": st.mean, "ci95": st.ci95})
+    base_nfes = [n for n in m.run_nfe if base_eval_path(results, "ode", n).is_file()]
+    ref = [n for s, n in m.base_evals if s == "ode" and n > max(m.run_nfe, default=0)
+           and base_eval_path(results, "ode", n).is_file()]
+    for kind, nfes in (("base", base_nfes), ("base_ref", sorted(ref)[-1:])):
+        for nfe in nfes:
+            st = base_eval_stats(results, m, "ode", nfe, "figure4")[metric]
+            series = f"{m.base_label} (ODE)" if kind == "base" else f"{m.base_label} (ODE, {nfe} NFE)"
+            rows.append({"series": series, "kind": kind, "sampler": "ode", "nfe": nfe,
+                         "mean": st.mean, "ci95": st.ci95})
+    return pd.DataFrame(rows, columns=["series", "kind", "sampler", "nfe", "mean", "ci95"])
+
+
+def _plot_panel(ax, frame: pd.DataFrame, scale: float, ylabel: str, markers: dict[str, str]) -> None:
     """One panel: a line with a CI band per series; the base reference as a dashed horizontal line."""
     for label, pts in frame[frame["kind"] != "base_ref"].groupby("series", sort=False):
         pts = pts.sort_values("nfe")
@@ -28,35 +57,30 @@ def _plot_panel(ax, frame, scale: float, ylabel: str, markers: dict[str, str]) -
     ax.grid(alpha=0.3)
 
 
-def figure4_grid(grid, results: Path, out_png: Path, metric: str = "correct",
-                 second: str | None = "dense") -> str:
-    """Figure 4 from a grid manifest (``tafs.report.paper_tables.Grid``): metric vs NFE per Table-1 run.
-
-    A second panel shows ``second`` when it differs from ``metric`` and has data. Writes
-    ``out_png`` and a PDF beside it atomically; returns a one-sentence caption.
-    """
+def figure4(m: Manifest, results: Path, out_png: Path, metric: str, second: str | None = None) -> str:
+    """Figure 4: ``metric`` vs NFE per Table-1 run, and ``second`` in a second panel when it differs and
+    has data. Writes ``out_png`` and a PDF beside it atomically; returns a one-sentence caption."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tafs.report.paper_tables import figure4_frame, metric_format, metric_header
-
-    frames = {metric: figure4_frame(grid, Path(results), metric)}
+    frames = {metric: figure4_frame(m, Path(results), metric)}
     if second and second != metric:
-        extra = figure4_frame(grid, Path(results), second)
+        extra = figure4_frame(m, Path(results), second)
         if extra["mean"].notna().any():
             frames[second] = extra
     series = list(dict.fromkeys(s for f in frames.values() for s in f["series"]))
     markers = {s: _MARKERS[i % len(_MARKERS)] for i, s in enumerate(series)}
     fig, axes = plt.subplots(1, len(frames), figsize=(4.2 * len(frames), 3.6), squeeze=False)
-    for ax, (m, frame) in zip(axes[0], frames.items()):
-        _plot_panel(ax, frame, metric_format(m)[0], metric_header(grid, m), markers)
+    for ax, (key, frame) in zip(axes[0], frames.items()):
+        _plot_panel(ax, frame, metric_format(m, key)[0], metric_header(m, key), markers)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
-    n = len(grid.seeds)
+    n = len(m.seeds)
     band = (f"95 % CI over {n} seeds (Student t)" if n > 1 else "the evaluation's 95 % CI over test images (one seed)")
-    fig.suptitle(f"Figure 4 (toy world): quality vs NFE; bands: {band}", fontsize=9)
+    world = f" ({m.caption_prefix.removesuffix(' analogue of').lower()} world)" if m.caption_prefix else ""
+    fig.suptitle(f"Figure 4{world}: quality vs NFE; bands: {band}", fontsize=9)
     rows = -(-len(labels) // 4)
     fig.tight_layout(rect=(0, 0.03 + 0.05 * rows, 1, 1))
     out_png = Path(out_png)
@@ -66,6 +90,7 @@ def figure4_grid(grid, results: Path, out_png: Path, metric: str = "correct",
     plt.close(fig)
     ref = frames[metric].loc[frames[metric]["kind"] == "base_ref", "nfe"]
     ref_note = f"; the dashed line is the base model with the ODE sampler at {int(ref.iloc[0])} NFE" if len(ref) else ""
-    return (f"Toy analogue of Figure 4 (quality across inference steps): {', '.join(grid.label(m) for m in frames)} "
+    lead = f"{m.caption_prefix} Figure 4" if m.caption_prefix else "Figure 4"
+    return (f"{lead} (quality across inference steps): {', '.join(m.label(k) for k in frames)} "
             f"vs NFE for each method with its evaluation sampler and the base model with the ODE sampler "
             f"(where evaluated); bands are {band}{ref_note}.")

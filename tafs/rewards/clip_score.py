@@ -1,7 +1,7 @@
 """CLIP score as a reward: cosine similarity of a ``CLIPModel``'s image and text embeddings.
 
 One code path for every CLIP-like scorer: ``openai/clip-vit-large-patch14`` from the hub on a
-cluster, or the toy scorer that ``tafs.toyworld.scorer`` trains and saves in the same folder layout
+cluster, or the toy world's learned scorer, which the DAG trains and saves in the same folder layout
 (``CLIPModel`` + tokenizer + ``CLIPImageProcessor``). Images are preprocessed in torch from the
 processor's settings instead of going through PIL, so a batch never leaves the device.
 """
@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from tafs.rewards.registry import RewardFn, register
+from tafs.rewards.base import RewardSpec, check_batch
 
 # PIL resample codes (as stored in preprocessor_config.json) -> torch interpolation modes.
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
@@ -81,7 +82,7 @@ def _pooled(out) -> torch.Tensor:
 
 
 class ClipScorer:
-    """Callable ``RewardFn``: cosine(image embedding, text embedding), in [-1, 1].
+    """A reward: cosine(image embedding, text embedding), in [-1, 1]; ``score(texts, images)`` without metadata.
 
     Text embeddings are cached per prompt: a GRPO group scores many images of one prompt.
     """
@@ -117,11 +118,12 @@ class ClipScorer:
             out.append(F.normalize(_pooled(self.model.get_image_features(pixel_values=pix)).float(), dim=-1))
         return torch.cat(out)
 
-    def __call__(self, texts: list[str], images: torch.Tensor) -> torch.Tensor:
-        if len(texts) != len(images):
-            raise ValueError(f"{len(texts)} prompts but {len(images)} images")
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected images (N, 3, H, W), got {tuple(images.shape)}")
+    def __call__(self, prompts: Sequence[str], metadata: Sequence[Mapping], images: torch.Tensor) -> torch.Tensor:
+        check_batch(prompts, metadata, images)
+        return self.score(list(prompts), images)
+
+    def score(self, texts: list[str], images: torch.Tensor) -> torch.Tensor:
+        check_batch(texts, texts, images)
         sims = (self.text_embeddings(list(texts)) * self.image_embeddings(images)).sum(-1)
         return sims.clamp(-1, 1).to("cpu", torch.float32)
 
@@ -142,7 +144,12 @@ def load_clip(path: str, device: str | torch.device = "cpu", batch_size: int = 2
     return ClipScorer(model, tokenizer, processor, device=device, batch_size=batch_size)
 
 
-@register("clip")
-def clip(path: str, device: str = "cpu", batch_size: int = 256) -> RewardFn:
+def clip(path: str, device: str = "cpu", batch_size: int = 256) -> ClipScorer:
     """CLIP score (cosine similarity) of a ``CLIPModel`` at ``path`` (local folder or hub id)."""
     return load_clip(path, device=device, batch_size=batch_size)
+
+
+REWARDS = {
+    "clip": RewardSpec("clip", clip, "CLIP score", "cosine similarity of a transformers CLIPModel's image and "
+                       "text embeddings (reward_models.clip.path: a folder in the hub layout or a hub id)"),
+}

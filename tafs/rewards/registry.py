@@ -1,38 +1,57 @@
-"""Named rewards. A reward maps (prompt texts, images (N, 3, H, W) in [0, 1]) to scores (N,).
+"""Rewards by name, loaded lazily: the name -> module table is data; a module is imported when used.
 
-Toy rewards are programmatic and non-differentiable; real ones (PickScore, CLIP, HPS, ...) load
-their models from a local folder or the hub and register the same way.
+A new reward is a module defining ``REWARDS = {name: RewardSpec(...)}`` and one line in ``BUILTIN``
+(or ``register(spec)`` at run time, e.g. from a test or a plug-in). Nothing here imports a reward module
+at import time, and reward modules never import this one: no cycle.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import importlib
+from typing import Any
 
-import torch
+from tafs.config import ConfigError
+from tafs.rewards.base import Reward, RewardSpec
 
-RewardFn = Callable[[list[str], torch.Tensor], torch.Tensor]
-_FACTORIES: dict[str, Callable[..., RewardFn]] = {}
+BUILTIN: dict[str, str] = {
+    "toy_dense": "tafs.rewards.toy",
+    "toy_correct": "tafs.rewards.toy",
+    "clip": "tafs.rewards.clip_score",
+}
+_EXTRA: dict[str, RewardSpec] = {}
 
 
-def register(name: str) -> Callable[[Callable[..., RewardFn]], Callable[..., RewardFn]]:
-    def deco(factory: Callable[..., RewardFn]) -> Callable[..., RewardFn]:
-        _FACTORIES[name] = factory
-        return factory
+def register(spec: RewardSpec) -> None:
+    """Add (or replace) a reward at run time."""
+    _EXTRA[spec.name] = spec
 
-    return deco
+
+def unregister(name: str) -> None:
+    _EXTRA.pop(name, None)
 
 
 def available() -> list[str]:
-    _load_builtin()
-    return sorted(_FACTORIES)
+    return sorted({*BUILTIN, *_EXTRA})
 
 
-def build(name: str, **kwargs) -> RewardFn:
-    _load_builtin()
-    if name not in _FACTORIES:
-        raise KeyError(f"unknown reward {name!r}; available: {sorted(_FACTORIES)}")
-    return _FACTORIES[name](**kwargs)
+def spec(name: str, where: str = "reward") -> RewardSpec:
+    """The spec of reward ``name``; an unknown name raises ConfigError naming ``where`` (the config key)."""
+    if name in _EXTRA:
+        return _EXTRA[name]
+    if name not in BUILTIN:
+        raise ConfigError(f"{where}: unknown reward {name!r}; available: {available()} "
+                          "(`python -m tafs rewards` describes them)")
+    module = importlib.import_module(BUILTIN[name])
+    return module.REWARDS[name]
 
 
-def _load_builtin() -> None:
-    from tafs.rewards import clip_score, toy  # noqa: F401  (register themselves)
+def build(name: str, **kwargs: Any) -> Reward:
+    return spec(name).factory(**kwargs)
+
+
+def check_names(names, where: str) -> None:
+    """Every name is a known reward (without importing any reward module)."""
+    unknown = sorted(n for n in names if n not in BUILTIN and n not in _EXTRA)
+    if unknown:
+        raise ConfigError(f"{where}: unknown reward(s) {unknown}; available: {available()} "
+                          "(`python -m tafs rewards` describes them)")

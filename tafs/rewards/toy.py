@@ -1,44 +1,52 @@
-"""The toy world's programmatic rewards: the GenEval-style checker's dense and strict scores."""
+"""The toy world's programmatic rewards: the GenEval-style checker's dense and strict scores.
+
+Each prompt's metadata carries its toy spec (``objects`` and ``relation``, written by the toy task's
+prompt files), so nothing is looked up from the prompt text.
+"""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from typing import Mapping, Sequence
 
 import torch
 
-from tafs.rewards.registry import RewardFn, register
+from tafs.rewards.base import Reward, RewardSpec, check_batch
 from tafs.toyworld.evaluator import evaluate_images
-from tafs.toyworld.prompts import CATEGORIES, PromptSpec, all_specs
+from tafs.toyworld.prompts import ObjectSpec, PromptSpec
+
+NEEDS = ("objects",)
 
 
-@lru_cache(maxsize=1)
-def _spec_index() -> dict[str, PromptSpec]:
-    return {s.text: s for c in CATEGORIES for s in all_specs(c)}
+def spec_from_metadata(meta: Mapping) -> PromptSpec:
+    """The toy spec of one prompt: ``{"objects": [{"shape", "color"?}, ...], "relation"?: str}``."""
+    objects = tuple(ObjectSpec(o["shape"], o.get("color")) for o in meta["objects"])
+    return PromptSpec(str(meta.get("category", "")), objects, meta.get("relation"))
 
 
-def specs_from_texts(texts: list[str]) -> list[PromptSpec]:
-    index = _spec_index()
-    unknown = [t for t in texts if t not in index]
-    if unknown:
-        raise KeyError(f"prompts outside the toy world: {unknown[:3]}")
-    return [index[t] for t in texts]
-
-
-def _checker(field: str) -> RewardFn:
-    def reward(texts: list[str], images: torch.Tensor) -> torch.Tensor:
-        scores = evaluate_images(specs_from_texts(texts), images)
+def _checker(field: str) -> Reward:
+    def reward(prompts: Sequence[str], metadata: Sequence[Mapping], images: torch.Tensor) -> torch.Tensor:
+        check_batch(prompts, metadata, images)
+        scores = evaluate_images([spec_from_metadata(m) for m in metadata], images)
         return torch.tensor([getattr(s, field) for s in scores], dtype=torch.float32)
 
     return reward
 
 
-@register("toy_dense")
-def toy_dense() -> RewardFn:
+def toy_dense() -> Reward:
     """Fraction of the prompt's constraints met (dense partial credit)."""
     return _checker("dense")
 
 
-@register("toy_correct")
-def toy_correct() -> RewardFn:
+def toy_correct() -> Reward:
     """1 if every constraint is met (GenEval's strict score), else 0."""
     return _checker("correct")
+
+
+REWARDS = {
+    "toy_dense": RewardSpec("toy_dense", toy_dense, "Dense score", "toy checker: fraction of the prompt's "
+                            "constraints met, scaled down by extra objects (GenEval-style partial credit)",
+                            NEEDS, percent=True),
+    "toy_correct": RewardSpec("toy_correct", toy_correct, "Strict acc.", "toy checker: 1 if every constraint "
+                              "(objects, count, colours, relation) is met, else 0 (GenEval's strict score)",
+                              NEEDS, percent=True),
+}

@@ -27,7 +27,7 @@ import torch
 from tafs.io import atomic_dir, write_json
 from tafs.models.toy import build_tokenizer
 from tafs.rewards.clip_score import ClipScorer, preprocess
-from tafs.rewards.registry import RewardFn
+from tafs.rewards.base import Reward
 from tafs.seeding import seed_everything, step_generators
 from tafs.toyworld.evaluator import evaluate_images
 from tafs.toyworld.prompts import CATEGORIES, PromptSpec, prompt_set, split_specs, vocabulary
@@ -69,7 +69,7 @@ class Scorer(NamedTuple):
     tokenizer: object
     processor: object  # transformers.CLIPImageProcessor
 
-    def reward(self, device: str = "cpu", batch_size: int = 256) -> RewardFn:
+    def reward(self, device: str = "cpu", batch_size: int = 256) -> Reward:
         return ClipScorer(self.model, self.tokenizer, self.processor, device=device, batch_size=batch_size)
 
 
@@ -186,7 +186,7 @@ def _distractor(spec: PromptSpec, pool: list[PromptSpec], rng: np.random.Generat
     raise RuntimeError(f"no render of another prompt fails {spec.text!r} after {max_tries} tries")
 
 
-def ranking_report(reward_fn: RewardFn, split: str = "test", n: int = 20, seed: int = 0) -> dict:
+def ranking_report(reward_fn: Reward, split: str = "test", n: int = 20, seed: int = 0) -> dict:
     """How often ``reward(prompt, its correct render) > reward(prompt, another prompt's render)``.
 
     For each prompt of ``split``: ``n`` pairs of a fresh correct render and a render of another
@@ -200,7 +200,8 @@ def ranking_report(reward_fn: RewardFn, split: str = "test", n: int = 20, seed: 
     pos = render(rep, rng)
     neg = torch.stack([_distractor(s, pools[s.category], rng) for s in rep])
     texts = [s.text for s in rep]
-    r_pos, r_neg = reward_fn(texts, pos), reward_fn(texts, neg)
+    meta = [{}] * len(texts)  # a CLIP-like reward needs no metadata
+    r_pos, r_neg = reward_fn(texts, meta, pos), reward_fn(texts, meta, neg)
     wins = ((r_pos > r_neg).float() + 0.5 * (r_pos == r_neg).float()).numpy()
     cats = np.array([s.category for s in rep])
     by_cat = {c: float(wins[cats == c].mean()) for c in CATEGORIES if (cats == c).any()}
@@ -208,7 +209,7 @@ def ranking_report(reward_fn: RewardFn, split: str = "test", n: int = 20, seed: 
             "margin": float((r_pos - r_neg).mean())}
 
 
-def ranking_accuracy(reward_fn: RewardFn, split: str = "test", n: int = 20, seed: int = 0) -> float:
+def ranking_accuracy(reward_fn: Reward, split: str = "test", n: int = 20, seed: int = 0) -> float:
     """Overall pairwise ranking accuracy (see ``ranking_report``)."""
     return ranking_report(reward_fn, split, n, seed)["overall"]
 

@@ -20,7 +20,7 @@ AGGREGATIONS = ("reward_aggr", "advantage_aggr")
 class AdvantageConfig:
     mode: str = "integrated"
     n_adv: int = 3  # how many of the LAST scored steps are integrated (1 = final reward only)
-    rewards: dict = field(default_factory=lambda: {"toy_dense": 1.0})  # name -> weight
+    rewards: dict = field(default_factory=dict)  # name -> weight (the DAG fills in the task's rewards)
     aggregation: str = "reward_aggr"
     eps: float = 1e-4
     shuffle_control: bool = False  # permute advantages within each group: the no-signal control
@@ -32,8 +32,9 @@ class AdvantageConfig:
             raise ValueError(f"advantage.aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
         if self.n_adv < 1:
             raise ValueError(f"advantage.n_adv must be >= 1, got {self.n_adv}")
-        if not self.rewards:
-            raise ValueError("advantage.rewards must name at least one reward")
+        bad = {k: w for k, w in self.rewards.items() if not isinstance(w, (int, float)) or w < 0}
+        if bad or (self.rewards and not any(self.rewards.values())):
+            raise ValueError(f"advantage.rewards: weights must be >= 0 and not all zero, got {dict(self.rewards)}")
 
 
 def group_normalize(rewards: torch.Tensor, groups: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:

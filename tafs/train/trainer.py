@@ -11,10 +11,12 @@ resumed from a checkpoint continues exactly as an uninterrupted one.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -23,15 +25,19 @@ from tqdm.auto import tqdm
 from tafs.checkpoint import load_checkpoint, save_checkpoint
 from tafs.io import append_jsonl, atomic_path, read_jsonl
 from tafs.models.backbone import Backbone, Cond, LoraSpec
-from tafs.rewards.registry import build as build_reward
+from tafs.models.text_cache import TextEmbeddingCache
+from tafs.prompts import Prompt, by_category, check_metadata
+from tafs.rewards import registry
 from tafs.sampling.policy import gaussian_kl_same_std, gaussian_log_prob
 from tafs.seeding import seed_everything, step_generators
+from tafs.stats import pearson
 from tafs.train.advantages import AdvantageConfig, action_weights, mix_advantages, shuffle_within_groups
 from tafs.train.loss import ppo_clip_loss
 from tafs.train.methods import Method, MethodConfig
-from tafs.toyworld.prompts import CATEGORIES, PromptSpec, prompt_set
 
 log = logging.getLogger(__name__)
+
+PROMPT_SAMPLING = ("balanced", "uniform")
 
 
 @dataclass(frozen=True)
@@ -55,18 +61,17 @@ class TrainConfig:
     grad_clip: float = 1.0
     mixed_precision: str = "no"  # no | fp16 | bf16 (accelerate)
     checkpoint_every: int = 25
+    prompt_sampling: str = "balanced"  # balanced: a category uniformly, then a prompt in it | uniform
+    decode_chunk: int = 0  # decode this many one-step estimates at a time for the rewards (0: all at once)
     lora: LoraConfig = field(default_factory=LoraConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
     # Keyword arguments of each reward's factory, e.g. {"clip": {"path": "results/models/clip_scorer"}}.
     reward_kwargs: dict = field(default_factory=dict)
 
-
-def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Pearson r of two 1-D samples; NaN when either is constant (r is undefined)."""
-    a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
-    den = float(a.norm() * b.norm())
-    return float((a * b).sum()) / den if den > 0 else float("nan")
+    def __post_init__(self) -> None:
+        if self.prompt_sampling not in PROMPT_SAMPLING:
+            raise ValueError(f"train.prompt_sampling must be one of {PROMPT_SAMPLING}, got {self.prompt_sampling!r}")
 
 
 def reward_rows(rewards: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -83,13 +88,20 @@ def reward_rows(rewards: dict[str, torch.Tensor]) -> dict[str, float]:
     return row
 
 
-def draw_prompts(pool: dict[str, list[PromptSpec]], n: int, rng: np.random.Generator) -> list[PromptSpec]:
+def draw_prompts(prompts: Sequence[Prompt], n: int, rng: np.random.Generator, mode: str = "balanced") -> list[Prompt]:
+    """``n`` prompts with replacement. ``balanced``: a category uniformly, then a prompt of it uniformly
+    (prompts without categories: one pool); ``uniform``: a prompt of the file uniformly."""
+    if mode == "uniform":
+        return [prompts[rng.integers(len(prompts))] for _ in range(n)]
+    pool = by_category(prompts)
     cats = list(pool)
     return [pool[c][rng.integers(len(pool[c]))] for c in (cats[rng.integers(len(cats))] for _ in range(n))]
 
 
 class Trainer:
-    def __init__(self, backbone: Backbone, cfg: TrainConfig, ckpt_dir: Path):
+    """GRPO on ``backbone`` with prompts drawn from ``prompts`` (a task's train prompt file)."""
+
+    def __init__(self, backbone: Backbone, cfg: TrainConfig, ckpt_dir: Path, prompts: Sequence[Prompt]):
         from accelerate import Accelerator, DistributedDataParallelKwargs
 
         self.cfg, self.ckpt_dir = cfg, Path(ckpt_dir)
@@ -99,42 +111,41 @@ class Trainer:
         seed_everything(cfg.seed)
         self.backbone = backbone
         backbone.to(self.accel.device)
-        for m in (getattr(backbone, "text_encoder", None), backbone.denoiser()):
-            if m is not None:
-                m.requires_grad_(False)
+        for m in (*backbone.frozen_modules(), backbone.denoiser()):
+            m.requires_grad_(False)
         backbone.add_lora(LoraSpec(rank=cfg.lora.rank, alpha=cfg.lora.alpha), seed=cfg.seed)
         self.params = backbone.trainable_parameters()
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
         # DDP wrapping (multi-GPU) and the grad scaler (fp16) come from prepare().
-        backbone.transformer, self.opt = self.accel.prepare(backbone.denoiser(), self.opt)
+        denoiser, self.opt = self.accel.prepare(backbone.denoiser(), self.opt)
+        backbone.set_denoiser(denoiser)
         self.method = Method(cfg.method)
         n_scored = self.method.num_scored_steps
         if cfg.advantage.n_adv > n_scored:
             src = "method.n_annealed" if cfg.method.sampler == "annealed" else "method.n_steps - 1"
             raise ValueError(f"advantage.n_adv = {cfg.advantage.n_adv} exceeds the {n_scored} scored steps "
                              f"({src}); use 1 <= n_adv <= {n_scored}")
-        self.rewards = {name: build_reward(name, **cfg.reward_kwargs.get(name, {})) for name in cfg.advantage.rewards}
-        self.pool = {c: prompt_set("train", [c]) for c in CATEGORIES}
+        if not prompts:
+            raise ValueError("no training prompts")
+        if not cfg.advantage.rewards:
+            raise ValueError("advantage.rewards must name at least one reward, e.g. {\"toy_dense\": 1.0} "
+                             "(the DAG fills in the task's training rewards)")
+        check_metadata(prompts, {r: registry.spec(r, "train.advantage.rewards").needs for r in cfg.advantage.rewards},
+                       "training prompts")
+        self.prompts = list(prompts)
+        self.rewards = {name: registry.build(name, **cfg.reward_kwargs.get(name, {})) for name in cfg.advantage.rewards}
         self.iteration = 0
-        self._cond_cache: dict[str, Cond] = {}
+        # The text encoders are frozen: each prompt is encoded once, and kept off the accelerator.
+        self.encode = TextEmbeddingCache(backbone)
 
     # -- helpers -----------------------------------------------------------------------------------
-    @torch.no_grad()
-    def encode(self, texts: list[str]) -> Cond:
-        """Text encoder is frozen: cache per prompt."""
-        missing = sorted({t for t in texts if t not in self._cond_cache})
-        if missing:
-            enc = self.backbone.encode(missing)
-            for i, t in enumerate(missing):
-                self._cond_cache[t] = enc.index(slice(i, i + 1))
-        return Cond.cat([self._cond_cache[t] for t in texts])
-
-    def score_steps(self, texts: list[str], x0_hats: torch.Tensor) -> dict[str, torch.Tensor]:
+    def score_steps(self, prompts: list[Prompt], x0_hats: torch.Tensor) -> dict[str, torch.Tensor]:
         """Rewards (N, S) of every scored estimate x0_hats[:, 1:] (the first, from pure noise, is not scored)."""
         n, steps = x0_hats.shape[:2]
-        images = self.backbone.decode(x0_hats[:, 1:].flatten(0, 1)).float().cpu()
-        rep = [t for t in texts for _ in range(steps - 1)]
-        return {k: fn(rep, images).reshape(n, steps - 1) for k, fn in self.rewards.items()}
+        images = self.backbone.decode(x0_hats[:, 1:].flatten(0, 1), self.cfg.decode_chunk).float().cpu()
+        rep = [p for p in prompts for _ in range(steps - 1)]
+        texts, meta = [p.text for p in rep], [p.metadata for p in rep]
+        return {k: fn(texts, meta, images).reshape(n, steps - 1) for k, fn in self.rewards.items()}
 
     # -- checkpoints -------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -160,16 +171,17 @@ class Trainer:
         if mpath.exists():
             rows = [r for r in read_jsonl(mpath) if r["iteration"] < self.iteration]
             with atomic_path(mpath) as tmp:
-                tmp.write_text("".join(__import__("json").dumps(r) + "\n" for r in rows))
+                tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         return True
 
     # -- one iteration -----------------------------------------------------------------------------
     def iterate(self) -> dict:
         cfg, it = self.cfg, self.iteration
         rng, gen = step_generators(cfg.seed, it, stream=self.accel.process_index)
-        specs = draw_prompts(self.pool, cfg.prompts_per_iter, rng)
-        texts = [s.text for s in specs for _ in range(cfg.group_size)]
-        groups = torch.arange(len(specs)).repeat_interleave(cfg.group_size)
+        drawn = draw_prompts(self.prompts, cfg.prompts_per_iter, rng, cfg.prompt_sampling)
+        group = [p for p in drawn for _ in range(cfg.group_size)]
+        texts = [p.text for p in group]
+        groups = torch.arange(len(drawn)).repeat_interleave(cfg.group_size)
         cond = self.encode(texts)
         dev = self.accel.device
 
@@ -178,7 +190,7 @@ class Trainer:
         noise = torch.randn((len(texts), *self.backbone.latent_shape), generator=gen).to(dev)
         traj = self.method.sample(self.backbone, cond, noise, gen, it)
         t1 = time.time()
-        rewards = self.score_steps(texts, traj.x0_hats)
+        rewards = self.score_steps(group, traj.x0_hats)
         adv = mix_advantages(rewards, cfg.advantage.rewards, groups, cfg.advantage.aggregation, cfg.advantage.eps)
         weights = action_weights(adv, traj.action_step - 1, cfg.advantage.mode, cfg.advantage.n_adv)
         if cfg.advantage.shuffle_control:

@@ -1,12 +1,12 @@
 # Evaluation sweeps: one job per model and sampler evaluates every NFE of the sweep (the model and the
-# scorers load once); each NFE writes eval/.../nfe{N}/metrics.json and grid.png.
+# rewards load once); each NFE writes eval/<model>/<sampler>/nfe{N}/metrics.json and grid.png.
 
 
-def _sweep_outputs(prefix, nfes, category):
+def _sweep_outputs(model, nfes, category):
     """metrics.json and grid.png per NFE; the grid at the tables' NFE goes into the Snakemake report."""
-    out = {f"m{n}": f"{prefix}/nfe{n}/metrics.json" for n in nfes}
+    out = {f"m{n}": str(L.eval_metrics(model, "{sampler}", n)) for n in nfes}
     for n in nfes:
-        grid = f"{prefix}/nfe{n}/grid.png"
+        grid = str(L.eval_grid(model, "{sampler}", n))
         out[f"g{n}"] = grid if n != config["tables"]["main_nfe"] else report(
             grid, caption="../report/grid.rst", category="Samples", subcategory=category)
     return out
@@ -14,48 +14,50 @@ def _sweep_outputs(prefix, nfes, category):
 
 rule eval_base:
     input:
-        model=base_model_dir(),
-        scorer=scorer_inputs(config.get("reward_models", {})),
+        model=PLAN.base_model(),
+        prompts=PLAN.eval_prompts(),
+        scorer=PLAN.scorer_inputs(PLAN.eval_reward_names()),
     output:
-        **_sweep_outputs(f"{R}/eval/base/{{sampler}}", config["sweep"]["base_nfe"], "base"),
+        **_sweep_outputs(BASE, config["sweep"]["base_nfe"], "base"),
     wildcard_constraints:
         sampler="ode|annealed",
     params:
-        cfg=eval_cfg_json(),
+        cfg=quoted(PLAN.eval_cfg()),
         nfe=" ".join(map(str, config["sweep"]["base_nfe"])),
-        out=lambda wc: f"{R}/eval/base/{wc.sampler}",
+        out=lambda wc: str(L.eval_sweep(BASE, wc.sampler)),
     threads: 1
     resources:
-        **stage_resources("eval"),
+        **PLAN.stage_resources("eval"),
     log:
-        f"{R}/logs/eval/base_{{sampler}}.log",
+        str(L.log("eval", "base_{sampler}.log")),
     shell:
-        "python -m tafs evaluate --model {input.model} --name base --sampler {wildcards.sampler} "
-        "--nfe {params.nfe} --cfg {params.cfg} --out {params.out} --threads {threads} 2> {log}"
+        "python -m tafs evaluate --model {input.model} --prompts {input.prompts} --name base "
+        "--sampler {wildcards.sampler} --nfe {params.nfe} --cfg {params.cfg} --out {params.out} "
+        "--threads {threads} 2> {log}"
 
 
 rule eval_run:
     input:
-        model=base_model_dir(),
-        adapter=f"{R}/runs/{{run}}/seed{{seed}}/adapter",
-        scorer=scorer_inputs(config.get("reward_models", {})),
+        model=PLAN.base_model(),
+        adapter=str(L.adapter("{run}", "{seed}")),
+        prompts=PLAN.eval_prompts(),
+        scorer=PLAN.scorer_inputs(PLAN.eval_reward_names()),
     output:
-        **_sweep_outputs(f"{R}/eval/runs/{{run}}/seed{{seed}}/{{sampler}}", config["sweep"]["run_nfe"],
-                         "{run}"),
+        **_sweep_outputs(RUN, config["sweep"]["run_nfe"], "{run}"),
     wildcard_constraints:
         run="|".join(map(re.escape, GRID.runs)),
         sampler="ode|annealed",
         seed=r"\d+",
     params:
-        cfg=eval_cfg_json(),
+        cfg=quoted(PLAN.eval_cfg()),
         nfe=" ".join(map(str, config["sweep"]["run_nfe"])),
-        out=lambda wc: f"{R}/eval/runs/{wc.run}/seed{wc.seed}/{wc.sampler}",
+        out=lambda wc: str(L.eval_sweep(ModelRef.run(wc.run, wc.seed), wc.sampler)),
     threads: 1
     resources:
-        **stage_resources("eval"),
+        **PLAN.stage_resources("eval"),
     log:
-        f"{R}/logs/eval/{{run}}_seed{{seed}}_{{sampler}}.log",
+        str(L.log("eval", "{run}_seed{seed}_{sampler}.log")),
     shell:
-        "python -m tafs evaluate --model {input.model} --adapter {input.adapter} --name {wildcards.run} "
-        "--sampler {wildcards.sampler} --nfe {params.nfe} --cfg {params.cfg} --out {params.out} "
-        "--threads {threads} 2> {log}"
+        "python -m tafs evaluate --model {input.model} --adapter {input.adapter} --prompts {input.prompts} "
+        "--name {wildcards.run} --sampler {wildcards.sampler} --nfe {params.nfe} --cfg {params.cfg} "
+        "--out {params.out} --threads {threads} 2> {log}"

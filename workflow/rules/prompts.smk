@@ -1,11 +1,19 @@
+# The task's prompt files (DESIGN §11): training and evaluation read them, so an edited file re-runs
+# what depends on it. A user task's own file is this rule's input.
 rule prompts:
+    input:
+        lambda wc: PLAN.prompt_sources(wc.split),
     output:
-        f"{R}/prompts/{{split}}.jsonl",
+        str(L.prompts("{split}")),
     wildcard_constraints:
         split="train|test",
+    params:
+        task=PLAN.task.name,
+        tasks=PLAN.tasks_json(),
     resources:
-        **stage_resources("default"),
+        **PLAN.stage_resources("default"),
     log:
-        f"{R}/logs/prompts/{{split}}.log",
+        str(L.log("prompts", "{split}.log")),
     shell:
-        "python -m tafs prompts --split {wildcards.split} --out {output} 2> {log}"
+        "python -m tafs prompts --task {params.task} --tasks {params.tasks} --split {wildcards.split} "
+        "--out {output} 2> {log}"

@@ -4,7 +4,7 @@ TABLES = [f"table{i}" for i in range(1, 8)]
 
 rule config_snapshot:
     output:
-        f"{R}/config.json",
+        str(L.config_json),
     params:
         cfg=json.dumps(config, sort_keys=True),  # a changed config re-runs this rule (params trigger)
     localrule: True
@@ -16,49 +16,49 @@ rule config_snapshot:
 
 rule grid_manifest:
     input:
-        f"{R}/config.json",
+        config=str(L.config_json),
+        prompts=PLAN.eval_prompts(),
     output:
-        f"{R}/grid.json",
+        str(L.grid_json),
     localrule: True
     log:
-        f"{R}/logs/grid_manifest.log",
+        str(L.log("grid_manifest.log")),
     shell:
-        "python -m tafs grid --config {input} --out {output} 2> {log}"
+        "python -m tafs grid --config {input.config} --prompts {input.prompts} --out {output} 2> {log}"
 
 
 rule tables:
     input:
-        grid=f"{R}/grid.json",
-        evals=base_evals() + run_evals(),
-        summaries=train_summaries(),
+        grid=str(L.grid_json),
+        evals=PLAN.eval_metrics_files(),
+        summaries=PLAN.train_summaries(),
     output:
-        **{f"{t}_csv": report(f"{R}/tables/{t}.csv", caption=f"../report/{t}.rst", category="Tables")
+        **{f"{t}_csv": report(str(L.table(t, "csv")), caption=f"../report/{t}.rst", category="Tables")
            for t in TABLES},
-        **{f"{t}_{ext}": f"{R}/tables/{t}.{ext}" for t in TABLES for ext in ("md", "tex")},
-        captions=f"{R}/tables/captions.json",
-        png=report(f"{R}/figures/figure4.png", caption="../report/figure4.rst", category="Figure 4"),
-        pdf=f"{R}/figures/figure4.pdf",
+        **{f"{t}_{ext}": str(L.table(t, ext)) for t in TABLES for ext in ("md", "tex")},
+        captions=str(L.captions),
+        png=report(str(L.figure("figure4", "png")), caption="../report/figure4.rst", category="Figure 4"),
+        pdf=str(L.figure("figure4", "pdf")),
     params:
-        metric=config["figure4"]["metric"],
+        out=str(L.tables_dir),
     localrule: True
     log:
-        f"{R}/logs/tables.log",
+        str(L.log("tables.log")),
     shell:
-        "python -m tafs tables --grid {input.grid} --results {R} --out {R}/tables --figure {output.png} "
-        "--metric {params.metric} 2> {log}"
+        "python -m tafs tables --grid {input.grid} --results {R} --out {params.out} --figure {output.png} 2> {log}"
 
 
 rule mlflow_ingest:
     input:
         rules.tables.output,
-        config=f"{R}/config.json",
+        config=str(L.config_json),
     output:
-        f"{R}/mlflow/ingest.json",
+        str(L.mlflow_dir / "ingest.json"),
     params:
-        uri=f"sqlite:///{R}/mlflow.db",
+        uri=L.mlflow_uri,
     localrule: True
     log:
-        f"{R}/logs/mlflow_ingest.log",
+        str(L.log("mlflow_ingest.log")),
     shell:
         "python -m tafs mlflow-ingest --results {R} --uri {params.uri} --config {input.config} "
         "--out {output} 2> {log}"

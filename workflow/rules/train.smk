@@ -3,28 +3,29 @@
 
 rule train:
     input:
-        model=base_model_dir(),
-        scorer=lambda wc: scorer_inputs(GRID.runs[wc.run].train["advantage"]["rewards"]),
+        model=PLAN.base_model(),
+        prompts=str(L.prompts("train")),
+        scorer=lambda wc: PLAN.scorer_inputs(PLAN.train_rewards(wc.run)),
     output:
-        adapter=directory(f"{R}/runs/{{run}}/seed{{seed}}/adapter"),
-        metrics=f"{R}/runs/{{run}}/seed{{seed}}/metrics.jsonl",
-        summary=f"{R}/runs/{{run}}/seed{{seed}}/train_summary.json",
+        adapter=directory(str(L.adapter("{run}", "{seed}"))),
+        metrics=str(L.train_metrics("{run}", "{seed}")),
+        summary=str(L.train_summary("{run}", "{seed}")),
     wildcard_constraints:
         run="|".join(map(re.escape, GRID.runs)),
         seed=r"\d+",
     params:
-        cfg=lambda wc: shlex.quote(json.dumps(train_cfg(wc.run, int(wc.seed)), sort_keys=True)),
-        out=lambda wc, output: str(Path(output.summary).parent),
+        cfg=lambda wc: quoted(PLAN.train_cfg(wc.run, int(wc.seed))),
+        out=lambda wc: str(L.run_dir(wc.run, wc.seed)),
         # Resumable checkpoints live outside the declared outputs (Snakemake deletes those first).
-        ckpt=lambda wc: f"{R}/checkpoints/runs/{wc.run}/seed{wc.seed}",
+        ckpt=lambda wc: str(L.run_checkpoints(wc.run, wc.seed)),
         # `python -m tafs`, or `accelerate launch ... -m tafs` with one process per GPU when gpu > 1
         launch=lambda wc, resources: tafs_launcher(resources),
         gpus=lambda wc, resources: job_gpus(resources),
     threads: config["threads"]
     resources:
-        **stage_resources("train"),
+        **PLAN.stage_resources("train"),
     log:
-        f"{R}/logs/train/{{run}}_seed{{seed}}.log",
+        str(L.log("train", "{run}_seed{seed}.log")),
     shell:
-        "{params.launch} train --model {input.model} --cfg {params.cfg} --out {params.out} "
-        "--ckpt-dir {params.ckpt} --threads {threads} --expect-gpus {params.gpus} 2> {log}"
+        "{params.launch} train --model {input.model} --prompts {input.prompts} --cfg {params.cfg} "
+        "--out {params.out} --ckpt-dir {params.ckpt} --threads {threads} --expect-gpus {params.gpus} 2> {log}"

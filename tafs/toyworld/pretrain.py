@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from tafs import flow
 from tafs.checkpoint import load_checkpoint, save_checkpoint
 from tafs.io import atomic_dir, write_json
-from tafs.models.toy import ToyBackbone, ToyModelConfig, build_toy
+from tafs.models.toy import ToyModelConfig, build_toy
 from tafs.seeding import seed_everything, step_generators
 from tafs.toyworld.prompts import CATEGORIES, PromptSpec, prompt_set, vocabulary
 from tafs.toyworld.render import render
@@ -147,3 +147,30 @@ class Pretrainer:
             self.model.save(tmp)
             write_json(tmp / "pretrain_metrics.json", {**metrics, "config": asdict(self.cfg)})
         self.ema.restore(self.params)
+
+
+def build_parser():
+    import argparse
+
+    p = argparse.ArgumentParser(prog="tafs pretrain", description="rectified-flow pretraining of the toy base model")
+    p.add_argument("--cfg", default="{}", help="JSON of the `pretrain` config section")
+    p.add_argument("--out", required=True, help="model folder (hub layout) to write")
+    p.add_argument("--ckpt-dir", required=True, help="resumable checkpoints (keep outside Snakemake outputs)")
+    p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--threads", type=int, default=1)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import logging
+
+    from tafs.config import from_dict, parse_json_arg
+
+    a = build_parser().parse_args(argv)
+    torch.set_num_threads(max(1, a.threads))
+    cfg = from_dict(PretrainConfig, parse_json_arg(a.cfg, "pretrain"), "pretrain")
+    trainer = Pretrainer(cfg, Path(a.out), Path(a.ckpt_dir))
+    metrics = trainer.run(resume=not a.no_resume)
+    trainer.export(metrics)
+    logging.getLogger("tafs").info("pretrained %d steps in %.0f s -> %s", metrics["steps"], metrics["wall_s"], a.out)
+    return metrics

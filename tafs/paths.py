@@ -1,0 +1,195 @@
+"""The results layout, in one place: the rules, the tables, the MLflow ingest and the CLI all use it.
+
+::
+
+    {root}/config.json, grid.json                   the effective config; every model, run and table row
+    {root}/prompts/{split}.jsonl                    the task's prompt files (train, test)
+    {root}/models/base/, models/clip_scorer/        models the DAG builds (toy base, toy CLIP-like scorer)
+    {root}/runs/{run}/seed{S}/                      adapter/, metrics.jsonl, train_summary.json
+    {root}/eval/{model}/{sampler}/nfe{N}/           metrics.json, grid.png; {model} is a ModelRef key:
+                                                    base | runs/{run}/seed{S} | baselines/{name}
+    {root}/tables/, figures/, report.html           Tables 1-7, Figure 4, the Snakemake report
+    {root}/mlflow.db, mlflow/                       MLflow store and artifacts
+    {root}/logs/, checkpoints/                      one log per job; resumable state (outside outputs)
+
+Every method returns a ``Path``; wildcard strings (``"{run}"``) pass through, so the rules build their
+patterns from the same functions that the readers use.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+MODEL_KINDS = ("base", "run", "baseline")
+_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*")  # no leading dot: temporary folders are skipped
+_SEED = re.compile(r"seed(\d+)")
+_NFE = re.compile(r"nfe(\d+)")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model that the evaluation sweep samples: the base, a trained run at one seed, or a baseline."""
+
+    kind: str
+    name: str
+    seed: int | str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"model kind must be one of {MODEL_KINDS}, got {self.kind!r}")
+
+    @classmethod
+    def base(cls) -> "ModelRef":
+        return cls("base", "base")
+
+    @classmethod
+    def run(cls, name: str, seed: int | str) -> "ModelRef":
+        return cls("run", name, seed)
+
+    @classmethod
+    def baseline(cls, name: str) -> "ModelRef":
+        return cls("baseline", name)
+
+    @property
+    def key(self) -> str:
+        """Its folder under ``eval/`` and its identity in MLflow."""
+        if self.kind == "run":
+            return f"runs/{self.name}/seed{self.seed}"
+        return "base" if self.kind == "base" else f"baselines/{self.name}"
+
+
+@dataclass(frozen=True)
+class EvalEntry:
+    """One finished (or expected) evaluation point."""
+
+    model: ModelRef
+    sampler: str
+    nfe: int
+    folder: Path
+
+
+class Layout:
+    """Paths under one results root."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # -- run-level files --------------------------------------------------------------------------
+    @property
+    def config_json(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def grid_json(self) -> Path:
+        return self.root / "grid.json"
+
+    def prompts(self, split: str) -> Path:
+        return self.root / "prompts" / f"{split}.jsonl"
+
+    @property
+    def base_model(self) -> Path:
+        return self.root / "models" / "base"
+
+    @property
+    def scorer_model(self) -> Path:
+        return self.root / "models" / "clip_scorer"
+
+    # -- training ---------------------------------------------------------------------------------
+    def run_dir(self, run: str, seed: int | str) -> Path:
+        return self.root / "runs" / run / f"seed{seed}"
+
+    def adapter(self, run: str, seed: int | str) -> Path:
+        return self.run_dir(run, seed) / "adapter"
+
+    def train_metrics(self, run: str, seed: int | str) -> Path:
+        return self.run_dir(run, seed) / "metrics.jsonl"
+
+    def train_summary(self, run: str, seed: int | str) -> Path:
+        return self.run_dir(run, seed) / "train_summary.json"
+
+    def checkpoints(self, stage: str, *parts: str) -> Path:
+        """Resumable state, kept outside Snakemake's declared outputs (it deletes those before a job)."""
+        return self.root.joinpath("checkpoints", stage, *parts)
+
+    def run_checkpoints(self, run: str, seed: int | str) -> Path:
+        return self.checkpoints("runs", run, f"seed{seed}")
+
+    # -- evaluation -------------------------------------------------------------------------------
+    def eval_sweep(self, model: ModelRef, sampler: str) -> Path:
+        """The folder of one model's sweep with one sampler (one job writes every NFE below it)."""
+        return self.root / "eval" / model.key / sampler
+
+    def eval_dir(self, model: ModelRef, sampler: str, nfe: int | str) -> Path:
+        return self.eval_sweep(model, sampler) / f"nfe{nfe}"
+
+    def eval_metrics(self, model: ModelRef, sampler: str, nfe: int | str) -> Path:
+        return self.eval_dir(model, sampler, nfe) / "metrics.json"
+
+    def eval_grid(self, model: ModelRef, sampler: str, nfe: int | str) -> Path:
+        return self.eval_dir(model, sampler, nfe) / "grid.png"
+
+    # -- report -----------------------------------------------------------------------------------
+    @property
+    def tables_dir(self) -> Path:
+        return self.root / "tables"
+
+    def table(self, name: str, ext: str) -> Path:
+        return self.tables_dir / f"{name}.{ext}"
+
+    @property
+    def captions(self) -> Path:
+        return self.tables_dir / "captions.json"
+
+    def figure(self, name: str, ext: str = "png") -> Path:
+        return self.root / "figures" / f"{name}.{ext}"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+    # -- tracking and logs ------------------------------------------------------------------------
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow.db"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"sqlite:///{self.mlflow_db}"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.root / "mlflow"
+
+    def log(self, *parts: str) -> Path:
+        return self.root.joinpath("logs", *parts)
+
+    # -- discovery (what exists) ------------------------------------------------------------------
+    def finished_runs(self) -> Iterator[tuple[str, int, Path]]:
+        """(run, seed, folder) of every run folder holding a train_summary.json, in a stable order."""
+        for run_dir, _ in _children(self.root / "runs", _NAME):
+            for seed_dir, m in _children(run_dir, _SEED):
+                if (seed_dir / "train_summary.json").is_file():
+                    yield run_dir.name, int(m.group(1)), seed_dir
+
+    def finished_evals(self) -> Iterator[EvalEntry]:
+        """Every evaluation point holding a metrics.json: the base, each run and seed, each baseline."""
+        models = [(ModelRef.base(), self.root / "eval" / "base")]
+        for run_dir, _ in _children(self.root / "eval" / "runs", _NAME):
+            models += [(ModelRef.run(run_dir.name, int(m.group(1))), d) for d, m in _children(run_dir, _SEED)]
+        models += [(ModelRef.baseline(d.name), d) for d, _ in _children(self.root / "eval" / "baselines", _NAME)]
+        for model, folder in models:
+            for sampler_dir, _ in _children(folder, _NAME):
+                for nfe_dir, m in _children(sampler_dir, _NFE):
+                    if (nfe_dir / "metrics.json").is_file():
+                        yield EvalEntry(model, sampler_dir.name, int(m.group(1)), nfe_dir)
+
+
+def _children(parent: Path, pattern: re.Pattern[str]) -> list[tuple[Path, re.Match[str]]]:
+    """Child folders whose whole name matches ``pattern``, numbers compared as numbers (nfe4 < nfe28)."""
+    if not parent.is_dir():
+        return []
+    found = [(p, m) for p in parent.iterdir() if p.is_dir() and (m := pattern.fullmatch(p.name))]
+    return sorted(found, key=lambda pm: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", pm[0].name)])

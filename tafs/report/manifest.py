@@ -1,0 +1,92 @@
+"""The grid manifest (``results/grid.json``) as the report reads it: seeds, NFEs, the task's metrics and
+categories, the models, the runs and each table's rows."""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tafs.grid import RunSpec
+from tafs.io import read_json
+
+
+@dataclass(frozen=True)
+class Manifest:
+    seeds: tuple[int, ...]
+    run_nfe: tuple[int, ...]
+    main_nfe: int
+    table1_nfe: tuple[int, ...]
+    base_label: str
+    base_evals: tuple[tuple[str, int], ...]
+    metrics_in: tuple[str, ...]
+    metrics_out: tuple[str, ...]
+    metric_labels: dict[str, str]
+    percent: frozenset[str]  # metrics shown in %
+    categories: tuple[str, ...]
+    category_metric: str | None
+    category_label: str
+    caption_prefix: str  # "Toy analogue of" / "" before "Table N" in captions
+    figure_metrics: tuple[str, str | None]  # Figure 4's main metric and its second panel
+    runs: dict[str, RunSpec]
+    tables: dict[str, Any]
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return self.metrics_in + self.metrics_out
+
+    def rows(self, table: str) -> list[tuple[str, str]]:
+        """``(label, run)`` pairs of a table; empty when the manifest lists none."""
+        return [(str(label), str(run)) for label, run in (self.tables.get(table) or [])]
+
+    def run(self, name: str, need: str) -> RunSpec:
+        if name not in self.runs:
+            raise KeyError(f"run {name!r} (needed by {need}) is not in the grid manifest's 'runs'")
+        return self.runs[name]
+
+    def label(self, metric: str) -> str:
+        return self.metric_labels.get(metric, metric)
+
+    def title(self, table: str) -> str:
+        """"Toy analogue of Table 1" / "Table 1"."""
+        name = table.replace("table", "Table ")
+        return f"{self.caption_prefix} {name}" if self.caption_prefix else name
+
+
+def read_required_json(path: Path, need: str) -> Any:
+    """Read a JSON file; a missing one raises ``FileNotFoundError`` naming it and its consumer."""
+    if not path.is_file():
+        raise FileNotFoundError(errno.ENOENT, f"missing file needed by {need}", str(path))
+    return read_json(path)
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    g = read_required_json(Path(path), "the paper tables (grid manifest)")
+    task = g["task"]
+    runs = {name: RunSpec(name, r.get("label", name), r["eval_sampler"], r.get("train", {}))
+            for name, r in g["runs"].items()}
+    cat_metric = task.get("category_metric")
+    labels = dict(g.get("metric_labels", {}))
+    cat_label = task.get("category_label") or (f"{labels.get(cat_metric, cat_metric)} by category" if cat_metric
+                                               else "")
+    fig = g.get("figure4", {})
+    return Manifest(
+        seeds=tuple(int(s) for s in g["seeds"]),
+        run_nfe=tuple(int(n) for n in g["run_nfe"]),
+        main_nfe=int(g["main_nfe"]),
+        table1_nfe=tuple(int(n) for n in g["table1_nfe"]),
+        base_label=g["base"].get("label", "Base"),
+        base_evals=tuple((str(s), int(n)) for s, n in g["base"]["evals"]),
+        metrics_in=tuple(g["metrics"]["in_domain"]),
+        metrics_out=tuple(g["metrics"]["out_of_domain"]),
+        metric_labels=labels,
+        percent=frozenset(k for k, m in task["metrics"].items() if m.get("percent")),
+        categories=tuple(task.get("categories") or ()),
+        category_metric=cat_metric,
+        category_label=cat_label,
+        caption_prefix=task.get("caption_prefix", ""),
+        figure_metrics=(fig.get("metric", "correct"), fig.get("second")),
+        runs=runs,
+        tables=dict(g.get("tables", {})),
+    )

@@ -1,0 +1,162 @@
+"""What a task is (DESIGN §11): prompt sets per split, the rewards it trains on, the metrics it reports and
+the categories its tables break down by. Data and names only: the trainer and the evaluator never branch on
+a task.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from tafs.config import ConfigError
+from tafs.prompts import Prompt, read_prompt_file
+
+SPLITS = ("train", "test")
+DOMAINS = ("in", "out")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A column of the tables: the value of reward ``reward`` on the evaluation images, named ``key``."""
+
+    key: str  # its name in metrics.json and the tables
+    reward: str  # a reward of the registry
+    domain: str  # "in" (trained on) or "out" (held out)
+    label: str  # how tables name it
+    percent: bool = False  # a fraction shown in %
+
+    def __post_init__(self) -> None:
+        if self.domain not in DOMAINS:
+            raise ConfigError(f"metric {self.key!r}: domain must be one of {DOMAINS}, got {self.domain!r}")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    description: str
+    rewards: Mapping[str, float]  # the training reward mix (name -> weight)
+    metrics: tuple[MetricSpec, ...]
+    prompt_files: Mapping[str, str] = field(default_factory=dict)  # split -> a user's JSONL / .txt file
+    generator: str | None = None  # "module:function(split) -> list[Prompt]" for built-in prompt sets
+    categories: tuple[str, ...] = ()
+    category_metric: str | None = None  # the metric the tables break down by category
+    category_label: str | None = None  # header of those columns (default: "<metric label> by category")
+    chance: str | None = None  # "module:function(prompts, seed) -> {metric: value}": chance levels
+    caption_prefix: str = ""  # e.g. "Toy analogue of" before "Table 1" in captions
+
+    def __post_init__(self) -> None:
+        keys = [m.key for m in self.metrics]
+        if len(set(keys)) != len(keys):
+            raise ConfigError(f"task {self.name!r}: metric keys repeat: {keys}")
+        if self.category_metric is not None and self.category_metric not in keys:
+            raise ConfigError(f"task {self.name!r}: category_metric {self.category_metric!r} is not one of its "
+                              f"metrics {keys}")
+        if self.generator is None and set(self.prompt_files) != set(SPLITS):
+            raise ConfigError(f"task {self.name!r}: prompts must name a file for each split {list(SPLITS)}, "
+                              f"got {sorted(self.prompt_files)}")
+
+    def metric(self, key: str) -> MetricSpec:
+        for m in self.metrics:
+            if m.key == key:
+                return m
+        raise ConfigError(f"task {self.name!r} has no metric {key!r}; its metrics: {[m.key for m in self.metrics]}")
+
+    def domain(self, domain: str) -> list[str]:
+        return [m.key for m in self.metrics if m.domain == domain]
+
+    def eval_rewards(self) -> dict[str, str]:
+        """metric key -> reward name: what the evaluator scores."""
+        return {m.key: m.reward for m in self.metrics}
+
+    def reward_names(self) -> list[str]:
+        return list(dict.fromkeys([*self.rewards, *(m.reward for m in self.metrics)]))
+
+    def load_prompts(self, split: str) -> list[Prompt]:
+        """The prompts of a split: generated (built-in tasks) or read from the user's file."""
+        if split not in SPLITS:
+            raise ConfigError(f"task {self.name!r}: unknown split {split!r}; expected one of {list(SPLITS)}")
+        if self.generator is not None:
+            return list(resolve_callable(self.generator, f"task {self.name!r} generator")(split))
+        return read_prompt_file(self.prompt_files[split])
+
+    def manifest(self) -> dict[str, Any]:
+        """What the tables and figures need to know about the task (written into grid.json)."""
+        return {
+            "name": self.name,
+            "categories": list(self.categories),
+            "category_metric": self.category_metric,
+            "category_label": self.category_label,
+            "caption_prefix": self.caption_prefix,
+            "metrics": {m.key: {"reward": m.reward, "domain": m.domain, "label": m.label, "percent": m.percent}
+                        for m in self.metrics},
+        }
+
+
+def resolve_callable(ref: str, where: str) -> Callable[..., Any]:
+    """``"package.module:function"`` -> the function (imported now)."""
+    module, _, attr = ref.partition(":")
+    if not module or not attr:
+        raise ConfigError(f"{where}: expected 'package.module:function', got {ref!r}")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"{where}: cannot import {ref!r} ({e})") from e
+
+
+def user_task(name: str, entry: Mapping[str, Any], where: str) -> TaskSpec:
+    """A task defined in config ``tasks.<name>``: prompt files of the user's, rewards and metrics by name."""
+    from tafs.rewards import registry
+
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where}: expected a mapping with prompts, rewards and metrics")
+    files = entry.get("prompts")
+    if not isinstance(files, Mapping) or set(files) != set(SPLITS):
+        raise ConfigError(f"{where}.prompts: name a prompt file (JSONL or .txt) for each split {list(SPLITS)}, "
+                          f"e.g. {{train: data/train.jsonl, test: data/test.txt}}; got {files!r}")
+    rewards = dict(entry.get("rewards") or {})
+    if not rewards:
+        raise ConfigError(f"{where}.rewards: name at least one training reward, e.g. {{toy_dense: 1.0}}")
+    registry.check_names(rewards, f"{where}.rewards")
+    metrics = _user_metrics(entry.get("metrics"), rewards, f"{where}.metrics")
+    cats = tuple(entry.get("categories") or ())
+    return TaskSpec(name=name, description=str(entry.get("description", f"user task ({files['train']})")),
+                    rewards=rewards, metrics=metrics, prompt_files={k: str(v) for k, v in files.items()},
+                    categories=cats, category_metric=entry.get("category_metric"))
+
+
+def _user_metrics(raw: Any, rewards: Mapping[str, float], where: str) -> tuple[MetricSpec, ...]:
+    """Metrics as configured; by default every training reward, in-domain, under its own name."""
+    from tafs.rewards import registry
+
+    if not raw:
+        raw = {r: {"reward": r, "domain": "in"} for r in rewards}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a mapping metric -> {{reward, domain, label?, percent?}}")
+    out = []
+    for key, m in raw.items():
+        m = dict(m or {})
+        reward = m.get("reward", key)
+        registry.check_names([reward], f"{where}.{key}.reward")
+        spec = registry.spec(reward)
+        out.append(MetricSpec(key, reward, m.get("domain", "in"), m.get("label", spec.label),
+                              bool(m.get("percent", spec.percent))))
+    return tuple(out)
+
+
+def check_prompt_files(task: TaskSpec) -> dict[str, list[Prompt]]:
+    """Read and check a user task's prompt files (before any job runs): readable, non-empty, the metadata
+    every reward of the task needs. Returns the prompts per split."""
+    from tafs.prompts import check_metadata
+    from tafs.rewards import registry
+
+    out = {}
+    for split, path in task.prompt_files.items():
+        prompts = read_prompt_file(Path(path))
+        names = task.rewards if split == "train" else [m.reward for m in task.metrics]
+        check_metadata(prompts, {n: registry.spec(n).needs for n in names}, str(path))
+        out[split] = prompts
+    return out
+
+

@@ -1,0 +1,51 @@
+"""Tasks by name: the built-in ones (name -> module, imported when used) and the user's, from config ``tasks:``.
+
+A new built-in task is a module defining ``TASKS = {name: TaskSpec(...)}`` and one line in ``BUILTIN``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Mapping
+
+from tafs.config import ConfigError
+from tafs.tasks.base import TaskSpec, user_task
+
+BUILTIN: dict[str, str] = {
+    "toy_preference": "tafs.tasks.toy",
+    "toy_composition": "tafs.tasks.toy",
+}
+# Modules whose ``COMMANDS`` ({name: (function(argv), help)}) add DAG stages to ``python -m tafs``: models
+# that a task's world builds itself (the toy base, the toy scorer).
+COMMAND_MODULES: tuple[str, ...] = ("tafs.tasks.toy_commands",)
+
+
+def commands() -> dict[str, tuple]:
+    return {name: cmd for mod in COMMAND_MODULES for name, cmd in importlib.import_module(mod).COMMANDS.items()}
+
+
+def available(config: Mapping[str, Any] | None = None) -> list[str]:
+    return sorted({*BUILTIN, *((config or {}).get("tasks") or {})})
+
+
+def get(name: str, config: Mapping[str, Any] | None = None, where: str = "task") -> TaskSpec:
+    """Task ``name``: a user task of ``config['tasks']`` (it shadows a built-in one) or a built-in task."""
+    user = (config or {}).get("tasks") or {}
+    if name in user:
+        return user_task(name, user[name], f"tasks.{name}")
+    if name not in BUILTIN:
+        raise ConfigError(f"{where}: unknown task {name!r}; available: {available(config)} "
+                          "(`python -m tafs tasks` describes them; a task of your own goes under `tasks:`)")
+    return importlib.import_module(BUILTIN[name]).TASKS[name]
+
+
+def from_config(config: Mapping[str, Any]) -> TaskSpec:
+    """The task the config's ``task:`` key picks."""
+    name = config.get("task")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"task: name the task to run, one of {available(config)}; got {name!r}")
+    return get(name, config)
+
+
+def all_tasks(config: Mapping[str, Any] | None = None) -> list[TaskSpec]:
+    return [get(n, config) for n in available(config)]

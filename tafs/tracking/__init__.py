@@ -1,0 +1,1 @@
+"""MLflow: the idempotent ingest of a results folder (``python -m tafs mlflow-ingest``)."""
