@@ -24,6 +24,13 @@ def _task(a: argparse.Namespace):
     return registry.get(a.task, {"tasks": parse_json_arg(a.tasks, "--tasks")})
 
 
+def _model_options(a: argparse.Namespace):
+    from tafs.config import from_dict, parse_json_arg
+    from tafs.models.options import ModelOptions
+
+    return from_dict(ModelOptions, parse_json_arg(a.model_cfg, "model"), "model")
+
+
 def cmd_prompts(a: argparse.Namespace) -> None:
     from tafs.prompts import check_metadata, write_prompt_file
     from tafs.rewards import registry
@@ -47,9 +54,25 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     if min(a.nfe) < 1:
         raise SystemExit(f"--nfe must be >= 1, got {a.nfe}")
     prompts = read_prompt_file(a.prompts)
-    backbone = load_backbone(a.model, adapter=a.adapter)
+    backbone = load_backbone(a.model, adapter=a.adapter, options=_model_options(a))
     for m in sweep(backbone, prompts, cfg, a.nfe, a.name or Path(a.model).name, Path(a.out)):
         log.info("%s %s@%d: %s", m["model"], m["sampler"], m["nfe"],
+                 " ".join(f"{k} {v['mean']:.3f}" for k, v in m["metrics"].items()))
+
+
+def cmd_evaluate_pipeline(a: argparse.Namespace) -> None:
+    from tafs.config import from_dict, parse_json_arg
+    from tafs.evaluate import EvalConfig
+    from tafs.evaluate_pipeline import BaselineConfig, load_pipeline, sweep_pipeline
+    from tafs.prompts import read_prompt_file
+
+    _threads(a.threads)
+    cfg = from_dict(EvalConfig, {**parse_json_arg(a.cfg, "eval"), "sampler": "pipeline"}, "eval")
+    base = from_dict(BaselineConfig, parse_json_arg(a.baseline, f"baselines.{a.name}"), f"baselines.{a.name}")
+    prompts = read_prompt_file(a.prompts)
+    pipe = load_pipeline(a.model, base, a.lora)
+    for m in sweep_pipeline(pipe, prompts, cfg, base, a.nfe, a.name, Path(a.out)):
+        log.info("%s pipeline@%d: %s", m["model"], m["nfe"],
                  " ".join(f"{k} {v['mean']:.3f}" for k, v in m["metrics"].items()))
 
 
@@ -64,7 +87,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     _threads(a.threads)
     cfg = from_dict(TrainConfig, parse_json_arg(a.cfg, "train"), "train")
     prompts = read_prompt_file(a.prompts)
-    trainer = Trainer(load_backbone(a.model), cfg, Path(a.ckpt_dir), prompts)
+    trainer = Trainer(load_backbone(a.model, options=_model_options(a)), cfg, Path(a.ckpt_dir), prompts)
     summary = trainer.run(resume=not a.no_resume)
     trainer.export(Path(a.out), {**summary, "base_model": a.model, "prompts": a.prompts})
     log.info("trained %d iterations in %.0f s -> %s", summary["iterations"], summary["wall_s"], a.out)
@@ -131,6 +154,8 @@ DELEGATED = {
     "tables": ("tafs.report.paper_tables", "the paper's Tables 1-7 and Figure 4 from results/grid.json"),
     "mlflow-ingest": ("tafs.tracking.ingest", "ingest a results folder into MLflow (idempotent)"),
     "compare-results": ("tafs.report.compare", "compare two results folders number by number"),
+    "download": ("tafs.hub", "fetch a hub model into a folder (what the download rule runs; pre-fetching)"),
+    "tiny-pipeline": ("tafs.models.tiny", "write a tiny random SD3 / Flux pipeline in the hub layout"),
 }
 
 
@@ -164,6 +189,7 @@ def build_parser(delegated: dict) -> argparse.ArgumentParser:
 
     s = sub.add_parser("evaluate", help="sample a prompt file at one or more NFEs and score it with the task's metrics")
     s.add_argument("--model", required=True)
+    s.add_argument("--model-cfg", default="{}", help="JSON of the model options (config `model:` but `pretrained`)")
     s.add_argument("--adapter", default=None, help="a peft LoRA adapter folder to apply")
     s.add_argument("--prompts", required=True, help="prompt file (JSONL or .txt)")
     s.add_argument("--name", default=None)
@@ -174,8 +200,22 @@ def build_parser(delegated: dict) -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(fn=cmd_evaluate)
 
+    s = sub.add_parser("evaluate-pipeline", help="an evaluation-only model (Table 1 baseline) through its own "
+                                                 "diffusers pipeline, scored with the task's metrics")
+    s.add_argument("--model", required=True, help="any diffusers pipeline folder")
+    s.add_argument("--lora", default=None, help="a LoRA folder (diffusers format) fused into it")
+    s.add_argument("--prompts", required=True, help="prompt file (JSONL or .txt)")
+    s.add_argument("--name", required=True)
+    s.add_argument("--nfe", type=int, nargs="+", required=True, help="inference steps of the pipeline call")
+    s.add_argument("--cfg", default="{}", help="JSON of the `eval` config (with the task's metrics)")
+    s.add_argument("--baseline", default="{}", help="JSON of the baseline's settings (guidance, resolution, ...)")
+    s.add_argument("--out", required=True, help="folder; each NFE writes nfe{N}/metrics.json and grid.png")
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(fn=cmd_evaluate_pipeline)
+
     s = sub.add_parser("train", help="GRPO training (TAFS-GRPO or a baseline) of a LoRA adapter")
     s.add_argument("--model", required=True, help="base model folder")
+    s.add_argument("--model-cfg", default="{}", help="JSON of the model options (config `model:` but `pretrained`)")
     s.add_argument("--prompts", required=True, help="training prompt file (JSONL or .txt)")
     s.add_argument("--cfg", default="{}", help="JSON of the training config (a `train` section merged with a method)")
     s.add_argument("--out", required=True, help="run folder: adapter/, metrics.jsonl, train_summary.json")

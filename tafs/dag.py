@@ -1,9 +1,10 @@
 """What the Snakemake rules need from the config, computed once when the DAG is built (rules stay thin).
 
 ``Plan(config)`` resolves the task, builds the grid, checks every input a job will read (the user's prompt
-files and the metadata their rewards need, the base model folder) and answers the rules' questions: the
-paths of the results layout, each job's config as JSON, the models the sweep evaluates, job resources.
-Any error is raised here, naming the config key or the file and line, before a job starts.
+files and the metadata their rewards need, the model folders) and answers the rules' questions: the paths of
+the results layout, where each model comes from (``tafs.sources``), each job's config as JSON, the models
+the sweep evaluates, job resources. Any error is raised here, naming the config key or the file and line,
+before a job starts.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import json
 import shlex
 from typing import Any
 
-from tafs.config import ConfigError, deep_merge
+from tafs.config import deep_merge
 from tafs.grid import Grid, build_grid, eval_models
+from tafs.hub import HubModel
 from tafs.paths import Layout, ModelRef
+from tafs.sources import Sources, Tiny
 from tafs.tasks import registry as tasks
 from tafs.tasks.base import TaskSpec, check_prompt_files
 
@@ -27,22 +30,27 @@ class Plan:
         if self.task.prompt_files:  # a user task: its files exist now, so check them now
             check_prompt_files(self.task)
         self.grid: Grid = build_grid(config)
-        self._check_base_model()
+        self.sources = Sources(config, self.layout)
 
-    # -- inputs -----------------------------------------------------------------------------------
-    def _check_base_model(self) -> None:
-        path = self.config["model"].get("pretrained")
-        if path:
-            from tafs.models.loading import pipeline_class
-
-            try:
-                pipeline_class(path)
-            except (FileNotFoundError, ValueError) as e:
-                raise ConfigError(f"model.pretrained: {e}") from e
-
+    # -- models -----------------------------------------------------------------------------------
     def base_model(self) -> str:
-        """A user-supplied model folder, or the toy base the DAG pretrains."""
-        return self.config["model"].get("pretrained") or str(self.layout.base_model)
+        """A local folder, a download, or the base the DAG builds (the toy base, a tiny pipeline)."""
+        return self.sources.base_path()
+
+    def builds_base(self) -> str | None:
+        """What the DAG builds as the base model: "toy" (pretraining), a tiny family, or None (a given model)."""
+        base = self.sources.base
+        return "toy" if base is None else base.family if isinstance(base, Tiny) else None
+
+    def downloads(self) -> dict[str, HubModel]:
+        return self.sources.downloads()
+
+    def model_options(self, stage: str) -> dict[str, Any]:
+        """The model options of a job (config `model:` but `pretrained`); evaluation may change the resolution."""
+        opts = {k: v for k, v in self.config["model"].items() if k != "pretrained"}
+        if stage == "eval" and self.config["eval"].get("resolution"):
+            opts["resolution"] = self.config["eval"]["resolution"]
+        return opts
 
     def prompt_sources(self, split: str) -> list[str]:
         """The user's prompt file of a split (an input of the prompts rule, so edits re-run what follows)."""
@@ -52,19 +60,19 @@ class Plan:
         return quoted(self.config.get("tasks") or {})
 
     # -- rewards and their models -----------------------------------------------------------------
-    def _uses_dag_scorer(self, name: str) -> bool:
-        kwargs = (self.config.get("reward_models") or {}).get(name, {})
-        return "path" in kwargs and not kwargs["path"]
-
     def reward_kwargs(self) -> dict[str, dict]:
-        """Factory kwargs of every configured reward model; `path: null` = the toy scorer the DAG trains."""
+        """Factory kwargs of every configured reward model, with `path` where the job finds the files
+        (`path: null` = the toy scorer the DAG trains; a hub model = its download)."""
         models = self.config.get("reward_models") or {}
-        return {name: {**kw, "path": str(self.layout.scorer_model)} if self._uses_dag_scorer(name) else dict(kw)
+        return {name: {**kw, "path": self.sources.reward_path(name)} if "path" in kw else dict(kw)
                 for name, kw in models.items()}
 
-    def scorer_inputs(self, names) -> list[str]:
-        """The DAG-trained scorer folder, when one of the rewards ``names`` uses it."""
-        return [str(self.layout.scorer_model)] if any(self._uses_dag_scorer(n) for n in names) else []
+    def uses_dag_scorer(self) -> bool:
+        return any(m is None for m in self.sources.rewards.values())
+
+    def reward_inputs(self, names) -> list[str]:
+        """The model folders the DAG makes (trained scorer, downloads) for the rewards ``names``."""
+        return sorted({self.sources.reward_path(n) for n in names if self.sources.built_by_dag(n)})
 
     def eval_reward_names(self) -> list[str]:
         return [m.reward for m in self.task.metrics]
@@ -91,13 +99,36 @@ class Plan:
         return str(self.layout.prompts(self.config["eval"].get("split", "test")))
 
     def eval_metrics_files(self) -> list[str]:
-        """metrics.json of every (model, seed, sampler, NFE) the sweep evaluates."""
+        """metrics.json of every (model, seed, sampler, NFE) the sweep evaluates: base, runs, baselines."""
         out = []
         for m in eval_models(self.config, self.grid):
             for seed in m["seeds"]:
-                ref = ModelRef.base() if m["kind"] == "base" else ModelRef.run(m["name"], seed)
+                ref = {"base": ModelRef.base(), "run": ModelRef.run(m["name"], seed),
+                       "baseline": ModelRef.baseline(m["name"])}[m["kind"]]
                 out += [str(self.layout.eval_metrics(ref, s, n)) for s in m["samplers"] for n in m["nfe"]]
         return out
+
+    # -- baselines (evaluation-only models, Table 1) ----------------------------------------------
+    def baseline_inputs(self, name: str) -> dict[str, str]:
+        model, lora = self.sources.baselines[name]
+        comps = {f"component_{c}": self.sources.path(m) for (b, c), m in self.sources.components.items() if b == name}
+        return {"model": self.sources.path(model), **({"lora": self.sources.path(lora)} if lora else {}), **comps}
+
+    def baseline_cfg(self, name: str) -> dict[str, Any]:
+        """tafs.evaluate_pipeline.BaselineConfig of a baseline, as JSON."""
+        entry = self.config["baselines"][name]
+        lora = entry.get("lora") or {}
+        cfg = {k: entry[k] for k in ("guidance_scale", "dtype", "pipeline_kwargs") if k in entry}
+        cfg["resolution"] = entry.get("resolution") or self.config["eval"].get("resolution")
+        if lora:
+            cfg.update(lora_weight_name=lora.get("weight_name"), lora_scale=float(lora.get("scale", 1.0)))
+        cfg["components"] = {c: {"path": self.sources.path(self.sources.components[(name, c)]), "class": spec["class"],
+                                 "kwargs": spec.get("kwargs", {})}
+                             for c, spec in (entry.get("components") or {}).items()}
+        return cfg
+
+    def baseline_nfe(self, name: str) -> list[int]:
+        return list(self.config["baselines"][name]["nfe"])
 
     def train_summaries(self) -> list[str]:
         return [str(self.layout.train_summary(run, s)) for run in self.grid.runs for s in self.config["seeds"]]

@@ -37,7 +37,7 @@ class EvalConfig:
     batch_size: int = 128
     decode_chunk: int = 0  # decode this many latents at a time (0: a whole batch)
     cfg_scale: float = 1.0
-    shift: float = 1.0
+    shift: float | None = None  # the samplers' time shift; None: the model's own
     metrics: dict = field(default_factory=dict)  # metric key -> reward name (the task's metrics)
     reward_kwargs: dict = field(default_factory=dict)  # reward name -> factory kwargs (config reward_models)
     chance: str | None = None  # "module:function(prompts, seed)": the task's chance levels, if it has any
@@ -61,6 +61,7 @@ def generate(backbone: Backbone, texts: Sequence[str], cfg: EvalConfig, progress
     gen = torch.Generator().manual_seed(cfg.seed)
     noise_all = torch.randn((len(texts), *backbone.latent_shape), generator=gen)
     null = backbone.encode([""]) if cfg.cfg_scale != 1.0 else None
+    shift = backbone.default_shift if cfg.shift is None else cfg.shift
     out = []
     starts = range(0, len(texts), cfg.batch_size)
     for i in tqdm(starts, desc=f"{cfg.sampler}@{cfg.nfe}", disable=not progress, mininterval=5):
@@ -68,10 +69,10 @@ def generate(backbone: Backbone, texts: Sequence[str], cfg: EvalConfig, progress
         cond = backbone.encode(batch)
         noise = noise_all[i:i + len(batch)].to(backbone.device)
         if cfg.sampler == "ode":
-            x0 = sample_ode(backbone, cond, noise, cfg.nfe, cfg.shift, null, cfg.cfg_scale)
+            x0 = sample_ode(backbone, cond, noise, cfg.nfe, shift, null, cfg.cfg_scale)
         else:
             g = torch.Generator(device=backbone.device).manual_seed(cfg.seed + 1 + i)
-            x0 = sample_annealed(backbone, cond, noise, cfg.nfe - 1, g, cfg.shift).final
+            x0 = sample_annealed(backbone, cond, noise, cfg.nfe - 1, g, shift).final
         out.append(backbone.decode(x0, cfg.decode_chunk).cpu())
     return torch.cat(out)
 
@@ -106,15 +107,19 @@ def _chance(ref: str | None) -> Callable | None:
     return resolve_callable(ref, "eval.chance")
 
 
-def evaluate(backbone: Backbone, prompts: Sequence[Prompt], cfg: EvalConfig, model_name: str, out_dir: Path,
+ImagesFn = Callable[[Sequence[str], EvalConfig, bool], torch.Tensor]  # (texts, cfg, progress) -> images in [0, 1]
+
+
+def evaluate(images_fn: ImagesFn, prompts: Sequence[Prompt], cfg: EvalConfig, model_name: str, out_dir: Path,
              progress: bool = True, rewards: Mapping[str, Reward] | None = None) -> dict:
-    """Sample the evaluation list of ``prompts``, score it, write ``metrics.json`` + ``grid.png`` into ``out_dir``."""
+    """Sample the evaluation list of ``prompts`` with ``images_fn``, score it, write ``metrics.json`` + ``grid.png``
+    into ``out_dir``. ``images_fn`` is one of our samplers on a backbone, or a diffusers pipeline's own call."""
     from tafs.report.grid import save_grid
 
     chosen = select_prompts(prompts, cfg.per_category, cfg.images_per_prompt)
     rewards = build_rewards(cfg) if rewards is None else rewards
     t0 = time.time()
-    images = generate(backbone, [p.text for p in chosen], cfg, progress)
+    images = images_fn([p.text for p in chosen], cfg, progress)
     wall = time.time() - t0
     metrics = {"model": model_name, "sampler": cfg.sampler, "nfe": cfg.nfe, "n": len(chosen),
                "metrics": summarize(chosen, images, rewards)}
@@ -128,8 +133,8 @@ def evaluate(backbone: Backbone, prompts: Sequence[Prompt], cfg: EvalConfig, mod
     return metrics
 
 
-def sweep(backbone: Backbone, prompts: Sequence[Prompt], cfg: EvalConfig, nfes: list[int], model_name: str,
-          out_root: Path, progress: bool = True) -> list[dict]:
+def sweep_with(images_fn: ImagesFn, prompts: Sequence[Prompt], cfg: EvalConfig, nfes: list[int], model_name: str,
+               out_root: Path, progress: bool = True) -> list[dict]:
     """``evaluate`` at every NFE (one process: the model and rewards load once), into ``out_root/nfe{n}/``."""
     from tafs.rewards import registry
 
@@ -138,5 +143,12 @@ def sweep(backbone: Backbone, prompts: Sequence[Prompt], cfg: EvalConfig, nfes: 
         raise ValueError(f"NFE must be >= 1, got {bad}")
     check_metadata(prompts, {r: registry.spec(r).needs for r in set(cfg.metrics.values())}, "evaluation prompts")
     rewards = build_rewards(cfg)
-    return [evaluate(backbone, prompts, replace(cfg, nfe=n), model_name, Path(out_root) / f"nfe{n}", progress, rewards)
-            for n in nfes]
+    return [evaluate(images_fn, prompts, replace(cfg, nfe=n), model_name, Path(out_root) / f"nfe{n}", progress,
+                     rewards) for n in nfes]
+
+
+def sweep(backbone: Backbone, prompts: Sequence[Prompt], cfg: EvalConfig, nfes: list[int], model_name: str,
+          out_root: Path, progress: bool = True) -> list[dict]:
+    """A backbone's sweep with our samplers (``cfg.sampler``: the Euler ODE or the annealed chain)."""
+    return sweep_with(lambda texts, c, p: generate(backbone, texts, c, p), prompts, cfg, nfes, model_name, out_root,
+                      progress)

@@ -119,6 +119,11 @@ def _ablation_rows(grid: Grid, base: RunSpec, ablations: dict) -> None:
     grid.tables["table6"] = rows
 
 
+def figure_metric(config: dict, task: TaskSpec) -> str:
+    """Figure 4's main metric: config `figure4.metric`, else the task's headline metric."""
+    return (config.get("figure4") or {}).get("metric") or task.headline_metric
+
+
 def check_evals(config: dict, task: TaskSpec) -> None:
     """The tables and Figure 4 read evaluations the sweep must make: say which key to change when they do not."""
     tables, sweep = config["tables"], config["sweep"]
@@ -133,7 +138,7 @@ def check_evals(config: dict, task: TaskSpec) -> None:
             raise ConfigError(f"{key}: the base model at ({sampler}, {nfe} NFE) is not evaluated by "
                               f"sweep.base_samplers {sweep['base_samplers']} x sweep.base_nfe {sweep['base_nfe']}: "
                               f"add it there")
-    metric = config.get("figure4", {}).get("metric", "correct")
+    metric = figure_metric(config, task)
     keys = [m.key for m in task.metrics]
     if metric not in keys:
         raise ConfigError(f"figure4.metric: {metric!r} is not a metric of task {task.name!r}; use one of {keys}")
@@ -143,6 +148,7 @@ def build_grid(config: dict) -> Grid:
     """Every run of the DAG and every table's rows, from a validated config."""
     task = tasks.from_config(config)
     check_evals(config, task)
+    check_baselines(config)
     for name, kwargs in (config.get("reward_models") or {}).items():
         rewards.check_names([name], f"reward_models.{name}")
     tables = config["tables"]
@@ -155,7 +161,8 @@ def build_grid(config: dict) -> Grid:
         for t in table_ids:
             grid.tables[t] = rows
     # Table 2 lists the baselines first and TAFS last, as the paper does.
-    grid.tables["table2"] = sorted(grid.tables["table2"], key=lambda r: r[1] == tables.get("ablation_of"))
+    last = tables.get("ablation_of") or "tafs_grpo"
+    grid.tables["table2"] = sorted(grid.tables["table2"], key=lambda r: r[1] == last)
     for name in tables.get("extra", []):
         grid.add(method_spec(config, name, "tables.extra", task))
     of = tables.get("ablation_of")
@@ -174,7 +181,26 @@ def eval_models(config: dict, grid: Grid) -> list[dict]:
                "samplers": list(sweep["base_samplers"]), "nfe": list(sweep["base_nfe"])}]
     models += [{"kind": "run", "name": name, "label": spec.label, "seeds": list(config["seeds"]),
                 "samplers": [spec.eval_sampler], "nfe": list(sweep["run_nfe"])} for name, spec in grid.runs.items()]
+    models += [{"kind": "baseline", "name": name, "label": b.get("label", name), "seeds": [None],
+                "samplers": ["pipeline"], "nfe": list(b["nfe"])} for name, b in (config.get("baselines") or {}).items()]
     return models
+
+
+def check_baselines(config: dict) -> None:
+    """Evaluation-only models: a folder-safe name, a model, NFEs >= 1."""
+    for name, b in (config.get("baselines") or {}).items():
+        where = f"baselines.{name}"
+        if not RUN_NAME.match(name):
+            raise ConfigError(f"{where}: the name must match {RUN_NAME.pattern} (it becomes a folder)")
+        if not isinstance(b, dict) or b.get("model") is None:
+            raise ConfigError(f"{where}.model: name the model (a folder or {{hub: owner/name}})")
+        nfe = b.get("nfe")
+        if not isinstance(nfe, list) or not nfe or any(isinstance(n, bool) or not isinstance(n, int) or n < 1
+                                                       for n in nfe):
+            raise ConfigError(f"{where}.nfe: a list of sampling steps >= 1, e.g. [4], got {nfe!r}")
+        extra = sorted(set(b.get("table_nfe") or []) - set(nfe))
+        if extra:
+            raise ConfigError(f"{where}.table_nfe: {extra} are not evaluated: add them to {where}.nfe")
 
 
 def grid_manifest(config: dict, grid: Grid, categories: list[str] | None = None) -> dict:
@@ -183,7 +209,7 @@ def grid_manifest(config: dict, grid: Grid, categories: list[str] | None = None)
     tables, sweep, task = config["tables"], config["sweep"], grid.task
     labels = {m.key: m.label for m in task.metrics}
     labels.update(tables.get("metric_labels") or {})
-    metric = config.get("figure4", {}).get("metric", "correct")
+    metric = figure_metric(config, task)
     second = next((k for k in task.domain("in") if k != metric), None)
     manifest_task = task.manifest()
     if not manifest_task["categories"] and categories:
@@ -199,6 +225,9 @@ def grid_manifest(config: dict, grid: Grid, categories: list[str] | None = None)
         "metric_labels": labels,
         "figure4": {"metric": metric, "second": second},
         "models": eval_models(config, grid),
+        "baselines": {name: {"label": b.get("label", name), "nfe": list(b["nfe"]),
+                             "table_nfe": list(b.get("table_nfe") or b["nfe"])}
+                      for name, b in (config.get("baselines") or {}).items()},
         "runs": {name: {k: v for k, v in asdict(spec).items() if k != "name"} for name, spec in grid.runs.items()},
         "tables": grid.tables,
     }

@@ -47,8 +47,8 @@ def wf(tmp_path_factory):
 def _jobs(stdout: str, rule: str) -> list[dict]:
     """(resources line, shell command) of every job of ``rule`` in a `-n -p` dry run."""
     out = []
-    for block in re.split(r"\n(?=rule \w+:)", stdout):
-        if block.startswith(f"rule {rule}:"):
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", stdout):
+        if block.startswith((f"rule {rule}:", f"localrule {rule}:")):
             res = re.search(r"resources: (.*)", block)
             cmd = re.search(r"Shell command: (.*)", block)
             out.append({"resources": dict(kv.split("=", 1) for kv in res.group(1).split(", ")) if res else {},
@@ -116,24 +116,25 @@ def test_bad_resources_fail_validation(wf, bad, needle):
     assert res.returncode != 0 and needle in out and "validat" in out.lower(), out
 
 
-def test_sd3_cluster_preset_passes_the_schema(wf, tmp_path):
-    """The real-model preset validates and yields 8-GPU accelerate training (the model folder is faked)."""
+def test_sd3_cluster_preset_plans_downloads_and_multi_gpu_training(wf):
+    """The real-model preset validates on a machine without weights: the model and the CLIP reward are planned as
+    download jobs (local rules: the login node has the network), training as 8-GPU accelerate jobs."""
     preset = yaml.safe_load((REPO / "workflow" / "presets" / "sd3_cluster.yaml").read_text())
-    assert set(preset) == {"model", "resources"}
-    fake = tmp_path / "sd3"
-    fake.mkdir()
-    # The DAG reads model_index.json before any job runs; until the SD3 backbone lands the folder stands in
-    # as a loadable (toy) pipeline so the dry run can plan the jobs.
-    (fake / "model_index.json").write_text('{"_class_name": "TafsToyPipeline"}')
-    extra = tmp_path / "fake_model.yaml"  # one --configfile list: a second --configfile replaces the first
-    extra.write_text(yaml.safe_dump({"model": {"pretrained": str(fake)}}))
+    assert preset["model"]["pretrained"]["hub"] == "stabilityai/stable-diffusion-3.5-medium"
     res = run_snakemake(wf, "-n", "-p", "--cores", "all", "--profile", "slurm",
-                        "--configfile", "workflow/presets/sd3_cluster.yaml", str(extra))
+                        "--configfile", "workflow/presets/sd3_cluster.yaml")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert not _jobs(res.stdout, "pretrain_base")  # a pretrained model: nothing to pretrain
+    assert not _jobs(res.stdout, "pretrain_base")  # a given model: nothing to pretrain
+    downloads = _jobs(res.stdout, "download")
+    assert len(downloads) == 2, res.stdout[-3000:]
+    shells = " ".join(j["shell"] for j in downloads)
+    assert "--hub stabilityai/stable-diffusion-3.5-medium" in shells and "--hub openai/clip-vit-large-patch14" in shells
     n = preset["resources"]["train"]["gpu"]
     for job in _jobs(res.stdout, "train"):
         assert job["resources"]["gpu"] == str(n) and f"--num_processes {n} " in job["shell"]
+        assert '"resolution": 512' in job["shell"] and "downloads/stabilityai--stable-diffusion-3.5-medium@main" \
+            in job["shell"]
+    assert any('"resolution": 1024' in j["shell"] for j in _jobs(res.stdout, "eval_base"))
 
 
 # -- tafs train --expect-gpus ----------------------------------------------------------------------------
@@ -185,3 +186,21 @@ def test_cli_expect_gpus_fails_before_loading(tmp_path):
     assert res.returncode != 0
     assert "expected 1 GPU(s)" in res.stderr and "CUDA_VISIBLE_DEVICES=''" in res.stderr, res.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_table1_baselines_preset_plans_each_model_once(wf):
+    """Every baseline of Table 1 is an evaluation job through its own pipeline; each hub model (FLUX.1-dev is the
+    base of three of them, the Llama of two) is downloaded once."""
+    res = run_snakemake(wf, "-n", "-p", "--cores", "all", "--configfile", "workflow/presets/sd3_cluster.yaml",
+                        "workflow/presets/table1_baselines.yaml")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    baselines = yaml.safe_load((REPO / "workflow" / "presets" / "table1_baselines.yaml").read_text())["baselines"]
+    for name in baselines:
+        (job,) = _jobs(res.stdout, f"eval_baseline_{name}")
+        assert job["shell"].startswith("python -m tafs evaluate-pipeline")
+    shells = [j["shell"] for j in _jobs(res.stdout, "download")]
+    repos = [re.search(r"--hub (\S+)", s).group(1) for s in shells]
+    assert len(repos) == len(set(repos)) and repos.count("black-forest-labs/FLUX.1-dev") == 1
+    assert {"meta-llama/Llama-3.1-8B-Instruct", "ByteDance/Hyper-SD", "alimama-creative/FLUX.1-Turbo-Alpha"} <= \
+        set(repos)
+    assert "--allow Hyper-FLUX.1-dev-8steps-lora.safetensors" in " ".join(shells)

@@ -38,3 +38,19 @@ def test_decode_in_chunks_equals_all_at_once(tiny_backbone):
     whole = tiny_backbone.decode(x0)
     for chunk in (1, 3, 7, 100, 0, None):
         assert torch.equal(tiny_backbone.decode(x0, chunk), whole)
+
+
+def test_bounded_cache_keeps_the_most_recent_and_zero_keeps_none():
+    bb = CountingBackbone()
+    cache = TextEmbeddingCache(bb, max_prompts=2)
+    cache(["a", "bb"])
+    cache(["a"])  # "a" is now the most recent
+    cache(["ccc"])  # evicts "bb"
+    assert list(cache._cache) == ["a", "ccc"]
+    cache(["bb", "a"])
+    assert bb.encoded[-1] == ["bb"]  # "a" was still cached, "bb" had to be encoded again
+    none = TextEmbeddingCache(CountingBackbone(), max_prompts=0)
+    cond = none(["x", "x", "yy"])
+    assert len(none) == 0 and cond.hidden[:, 0, 0].tolist() == [1.0, 1.0, 2.0]
+    none(["x"])
+    assert none.backbone.encoded == [["x", "yy"], ["x"]]

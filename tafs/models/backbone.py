@@ -17,7 +17,7 @@ from typing import Iterator
 
 import torch
 
-from tafs.models.lora import LoraSpec, attach_lora, load_lora
+from tafs.models.lora import ATTENTION_TARGETS, LoraSpec, attach_lora, load_lora
 
 __all__ = ["Backbone", "Cond", "LoraSpec"]
 
@@ -50,6 +50,8 @@ class Backbone(ABC):
     """A text-conditioned flow-matching model in the diffusers conventions."""
 
     device: torch.device
+    lora_targets: tuple[str, ...] = ATTENTION_TARGETS  # the family's LoRA target modules (REAL-MODELS.md §1)
+    default_shift: float = 1.0  # the family's own time shift; a sampler's `shift: null` uses it
 
     # -- what a model family implements ------------------------------------------------------------
     @property

@@ -13,9 +13,12 @@ from pathlib import Path
 import torch
 
 from tafs.models.backbone import Backbone
+from tafs.models.options import ModelOptions
 
 PIPELINES: dict[str, str] = {
     "TafsToyPipeline": "tafs.models.toy:ToyBackbone",
+    "StableDiffusion3Pipeline": "tafs.models.sd3:SD3Backbone",
+    "FluxPipeline": "tafs.models.flux:FluxBackbone",
 }
 
 
@@ -38,13 +41,13 @@ def pipeline_class(path: str | Path) -> str:
     return cls
 
 
-def load_backbone(path: str | Path, adapter: str | Path | None = None,
-                  device: str | torch.device | None = None) -> Backbone:
+def load_backbone(path: str | Path, adapter: str | Path | None = None, device: str | torch.device | None = None,
+                  options: ModelOptions | None = None) -> Backbone:
     """The backbone of a model folder on ``device`` (default: CUDA when available), in eval mode,
     with the LoRA ``adapter`` applied when given."""
     module, _, name = PIPELINES[pipeline_class(path)].partition(":")
     cls = getattr(importlib.import_module(module), name)
-    backbone: Backbone = cls.load(Path(path), device or default_device())
+    backbone: Backbone = cls.load(Path(path), device or default_device(), options or ModelOptions())
     backbone.denoiser().eval()
     if adapter:
         backbone.load_adapter(adapter)

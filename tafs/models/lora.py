@@ -26,8 +26,8 @@ def attach_lora(module: torch.nn.Module, spec: LoraSpec, seed: int | None = None
     """``module`` wrapped in a fresh peft LoRA adapter (base weights frozen); targets absent from it are skipped."""
     from peft import LoraConfig, get_peft_model
 
-    names = {n.rsplit(".", 1)[-1] if not n.endswith("to_out.0") else "to_out.0" for n, _ in module.named_modules()}
-    targets = [t for t in spec.target_modules if t in names]
+    names = [n for n, _ in module.named_modules()]
+    targets = [t for t in spec.target_modules if any(n == t or n.endswith("." + t) for n in names)]
     if not targets:
         raise ValueError(f"none of the LoRA target_modules {spec.target_modules} exist in {type(module).__name__}")
     cfg = LoraConfig(r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=targets,

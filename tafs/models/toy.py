@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from tafs.models.backbone import Backbone, Cond
+from tafs.models.options import ModelOptions
 
 MODEL_INDEX = {
     "_class_name": "TafsToyPipeline",
@@ -150,7 +151,9 @@ class ToyBackbone(Backbone):
         (path / "tafs_toy.json").write_text(json.dumps(asdict(self.cfg), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "ToyBackbone":
+    def load(cls, path: str | Path, device: str | torch.device = "cpu",
+             options: ModelOptions | None = None) -> "ToyBackbone":
+        """The toy runs in fp32 pixel space at its own size; of ``options`` only a matching resolution applies."""
         from diffusers import SD3Transformer2DModel
         from transformers import CLIPTextModel, PreTrainedTokenizerFast
 
@@ -159,6 +162,8 @@ class ToyBackbone(Backbone):
             raise FileNotFoundError(f"{path} is not a toy model folder (no tafs_toy.json); "
                                     "build one with `python -m tafs pretrain`")
         cfg = ToyModelConfig(**json.loads((path / "tafs_toy.json").read_text()))
+        if options is not None and options.resolution not in (None, cfg.image_size):
+            raise ValueError(f"model.resolution {options.resolution}: the toy model at {path} is {cfg.image_size} px")
         transformer = SD3Transformer2DModel.from_pretrained(path / "transformer")
         text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder")
         tokenizer = PreTrainedTokenizerFast.from_pretrained(path / "tokenizer")

@@ -8,7 +8,7 @@ import pandas as pd
 
 from tafs.io import atomic_path
 from tafs.report.manifest import Manifest
-from tafs.report.results import base_eval_path, base_eval_stats, run_eval_stats
+from tafs.report.results import base_eval_path, base_eval_stats, baseline_eval_stats, run_eval_stats
 from tafs.report.table_model import metric_format, metric_header
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -19,7 +19,8 @@ def figure4_frame(m: Manifest, results: Path, metric: str) -> pd.DataFrame:
 
     kind is "run" (each Table-1 run over ``run_nfe`` with its eval sampler; every file required),
     "base" (the base model with the ODE sampler at the same NFEs, where evaluated) or "base_ref"
-    (the base at the largest evaluated ODE NFE beyond ``run_nfe``, e.g. 28: a reference line).
+    (the base at the largest evaluated ODE NFE beyond ``run_nfe``, e.g. 28: a reference line) or "baseline"
+    (an evaluation-only model at its NFEs inside the ``run_nfe`` range, through its own pipeline).
     """
     rows = []
     for label, run in m.rows("table1"):
@@ -27,6 +28,12 @@ def figure4_frame(m: Manifest, results: Path, metric: str) -> pd.DataFrame:
         for nfe in m.run_nfe:
             st = run_eval_stats(results, m, run, nfe, "figure4")[metric]
             rows.append({"series": label, "kind": "run", "sampler": sampler, "nfe": nfe,
+                         "mean": st.mean, "ci95": st.ci95})
+    lo, hi = min(m.run_nfe, default=0), max(m.run_nfe, default=0)
+    for name, (label, nfes, _) in m.baselines.items():
+        for nfe in (n for n in nfes if lo <= n <= hi):
+            st = baseline_eval_stats(results, m, name, nfe, "figure4")[metric]
+            rows.append({"series": label, "kind": "baseline", "sampler": "pipeline", "nfe": nfe,
                          "mean": st.mean, "ci95": st.ci95})
     base_nfes = [n for n in m.run_nfe if base_eval_path(results, "ode", n).is_file()]
     ref = [n for s, n in m.base_evals if s == "ode" and n > max(m.run_nfe, default=0)
@@ -45,7 +52,9 @@ def _plot_panel(ax, frame: pd.DataFrame, scale: float, ylabel: str, markers: dic
     for label, pts in frame[frame["kind"] != "base_ref"].groupby("series", sort=False):
         pts = pts.sort_values("nfe")
         mean, ci = pts["mean"] * scale, pts["ci95"].fillna(0.0) * scale
-        style = dict(linestyle=":", color="0.35") if (pts["kind"] == "base").all() else {}
+        kind = pts["kind"].iloc[0]
+        style = dict(linestyle=":", color="0.35") if kind == "base" else dict(linestyle="--") if kind == "baseline" \
+            else {}
         line, = ax.plot(pts["nfe"], mean, marker=markers[label], markersize=5, label=label, **style)
         ax.fill_between(pts["nfe"], mean - ci, mean + ci, color=line.get_color(), alpha=0.15, linewidth=0)
     for _, ref in frame[frame["kind"] == "base_ref"].iterrows():

@@ -4,7 +4,7 @@ categories, the models, the runs and each table's rows."""
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ class Manifest:
     figure_metrics: tuple[str, str | None]  # Figure 4's main metric and its second panel
     runs: dict[str, RunSpec]
     tables: dict[str, Any]
+    # name -> (label, NFEs evaluated (Figure 4), NFEs shown in Table 1)
+    baselines: dict[str, tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -89,4 +91,7 @@ def load_manifest(path: str | Path) -> Manifest:
         figure_metrics=(fig.get("metric", "correct"), fig.get("second")),
         runs=runs,
         tables=dict(g.get("tables", {})),
+        baselines={name: (b.get("label", name), tuple(int(n) for n in b["nfe"]),
+                          tuple(int(n) for n in b.get("table_nfe") or b["nfe"]))
+                   for name, b in (g.get("baselines") or {}).items()},
     )

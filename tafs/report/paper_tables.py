@@ -14,7 +14,7 @@ from typing import Any
 
 from tafs.io import write_json
 from tafs.report.manifest import Manifest, load_manifest
-from tafs.report.results import (base_eval_stats, eval_keys, pearson_by_step, read_train_curves, run_eval_stats,
+from tafs.report.results import (base_eval_stats, baseline_eval_stats, eval_keys, pearson_by_step, read_train_curves, run_eval_stats,
                                  run_train_stats)
 from tafs.report.table_model import (BASE_NOTE, Column, Table, is_missing, make_table, method_columns,
                                      metric_columns, seed_note, stat_cells, write_table)
@@ -37,6 +37,11 @@ def table1(m: Manifest, results: Path) -> Table:
         st = base_eval_stats(results, m, sampler, nfe, "table1", categories=True)
         rows.append({"method": m.base_label, "run": "base", "n_seeds": None, "sampler": sampler, "nfe": nfe,
                      **stat_cells(st, keys)})
+    for name, (label, _, nfes) in m.baselines.items():
+        for nfe in nfes:
+            st = baseline_eval_stats(results, m, name, nfe, "table1", categories=True)
+            rows.append({"method": label, "run": f"baselines/{name}", "n_seeds": None, "sampler": "pipeline",
+                         "nfe": nfe, **stat_cells(st, keys)})
     for label, run in m.rows("table1"):
         for nfe in m.table1_nfe:
             st = run_eval_stats(results, m, run, nfe, "table1", categories=True)
@@ -44,7 +49,8 @@ def table1(m: Manifest, results: Path) -> Table:
                          "sampler": m.run(run, "table1").eval_sampler, "nfe": nfe, **stat_cells(st, keys)})
     columns = method_columns() + [Column("sampler", "Sampler"), Column("nfe", "NFE")] + metric_columns(m, True)
     caption = (f"{m.title('table1')} (step-distilled few-step comparison on GenEval): the base model at each "
-               "sampler/NFE and each trained method with its evaluation sampler at each NFE"
+               "sampler/NFE, each evaluation-only baseline through its own pipeline, and each trained method with its "
+               "evaluation sampler at each NFE"
                f"{_category_note(m)}; {seed_note(m)}; {BASE_NOTE}.")
     return make_table("table1", rows, columns, caption, _heading(m, "table1"))
 

@@ -83,6 +83,14 @@ def base_eval_stats(results: Path, m: Manifest, sampler: str, nfe: int, need: st
     return eval_values(data, eval_keys(m, categories))
 
 
+def baseline_eval_stats(results: Path, m: Manifest, name: str, nfe: int, need: str,
+                        categories: bool = False) -> dict[str, Stat]:
+    """An evaluation-only model (its own pipeline call): its own CI over test images."""
+    path = Layout(results).eval_metrics(ModelRef.baseline(name), "pipeline", nfe)
+    data = read_required_json(path, f"{need}, baseline {name!r} (NFE {nfe})")
+    return eval_values(data, eval_keys(m, categories))
+
+
 @dataclass(frozen=True)
 class TrainStats:
     sec_per_iter: Stat

@@ -45,6 +45,7 @@ class TaskSpec:
     category_label: str | None = None  # header of those columns (default: "<metric label> by category")
     chance: str | None = None  # "module:function(prompts, seed) -> {metric: value}": chance levels
     caption_prefix: str = ""  # e.g. "Toy analogue of" before "Table 1" in captions
+    headline: str | None = None  # the metric Figure 4 shows first (default: the first metric)
 
     def __post_init__(self) -> None:
         keys = [m.key for m in self.metrics]
@@ -56,6 +57,10 @@ class TaskSpec:
         if self.generator is None and set(self.prompt_files) != set(SPLITS):
             raise ConfigError(f"task {self.name!r}: prompts must name a file for each split {list(SPLITS)}, "
                               f"got {sorted(self.prompt_files)}")
+
+    @property
+    def headline_metric(self) -> str:
+        return self.headline or self.metrics[0].key
 
     def metric(self, key: str) -> MetricSpec:
         for m in self.metrics:

@@ -14,6 +14,7 @@ from tafs.tasks.base import TaskSpec, user_task
 BUILTIN: dict[str, str] = {
     "toy_preference": "tafs.tasks.toy",
     "toy_composition": "tafs.tasks.toy",
+    "shapes_clip": "tafs.tasks.toy",
 }
 # Modules whose ``COMMANDS`` ({name: (function(argv), help)}) add DAG stages to ``python -m tafs``: models
 # that a task's world builds itself (the toy base, the toy scorer).

@@ -54,9 +54,16 @@ def chance_scores(prompts: Sequence[Prompt], seed: int) -> dict[str, float]:
 
 _COMMON = dict(generator="tafs.tasks.toy:toy_prompts", categories=CATEGORIES, category_metric="correct",
                category_label="strict acc. by category (%)", chance="tafs.tasks.toy:chance_scores",
-               caption_prefix="Toy analogue of")
+               caption_prefix="Toy analogue of", headline="correct")
 
 TASKS = {
+    "shapes_clip": TaskSpec(
+        name="shapes_clip",
+        description="toy world's shape prompts scored by a CLIP only (any image size: real models on a cluster)",
+        rewards={"clip": 1.0},
+        metrics=(MetricSpec("clip", "clip", "in", "CLIP score"),),
+        generator="tafs.tasks.toy:toy_prompts", categories=CATEGORIES, category_metric="clip",
+        category_label="CLIP score by category"),
     "toy_preference": TaskSpec(
         name="toy_preference",
         description="toy shapes world, human-preference analogue (Tables 2-7): trained on the dense score + "

@@ -31,7 +31,7 @@ SDE_SAMPLERS = ("flow_sde", "dance_sde", "mix_sde", "cps")
 class MethodConfig:
     sampler: str = "annealed"
     n_annealed: int = 3  # K: re-noise actions; sampling NFE = K + 1 (annealed)
-    shift: float = 1.0
+    shift: float | None = None  # the sampler's time shift; None: the model's own (toy 1, SD3 3, Flux by resolution)
     n_steps: int = 10  # SDE samplers: steps = model calls while sampling; n_steps - 1 actions
     eta: float = 0.7  # SDE samplers: noise level (Flow-GRPO 0.7, DanceGRPO 0.3; CPS in (0, 1])
     train_fraction: float = 0.6  # dance_sde: fraction of the n_steps - 1 actions trained per iteration
@@ -43,7 +43,7 @@ class MethodConfig:
             raise ValueError(f"method.sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if self.n_annealed < 1:
             raise ValueError(f"method.n_annealed must be >= 1 for training, got {self.n_annealed}")
-        if not self.shift > 0:
+        if self.shift is not None and not self.shift > 0:
             raise ValueError(f"method.shift must be > 0, got {self.shift}")
         if self.sampler not in SDE_SAMPLERS:
             return
@@ -67,10 +67,15 @@ class MethodConfig:
 
 
 class Method:
-    """Binds a config to its sampler and the transition the loss re-evaluates."""
+    """Binds a config to its sampler and the transition the loss re-evaluates.
 
-    def __init__(self, cfg: MethodConfig):
-        self.cfg = cfg
+    ``default_shift`` (the model's own) stands in for ``cfg.shift`` when that is None.
+    """
+
+    def __init__(self, cfg: MethodConfig, default_shift: float = 1.0):
+        from dataclasses import replace
+
+        self.cfg = cfg if cfg.shift is not None else replace(cfg, shift=float(default_shift))
 
     # -- schedule ------------------------------------------------------------------------------------
     @property

@@ -44,6 +44,7 @@ PROMPT_SAMPLING = ("balanced", "uniform")
 class LoraConfig:
     rank: int = 32
     alpha: int = 64
+    targets: tuple[str, ...] | None = None  # module names; None: the model family's (REAL-MODELS.md §1)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class TrainConfig:
     checkpoint_every: int = 25
     prompt_sampling: str = "balanced"  # balanced: a category uniformly, then a prompt in it | uniform
     decode_chunk: int = 0  # decode this many one-step estimates at a time for the rewards (0: all at once)
+    text_cache: int | None = None  # prompts whose text embeddings stay cached on the CPU (None: all; 0: none)
     lora: LoraConfig = field(default_factory=LoraConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
@@ -113,13 +115,14 @@ class Trainer:
         backbone.to(self.accel.device)
         for m in (*backbone.frozen_modules(), backbone.denoiser()):
             m.requires_grad_(False)
-        backbone.add_lora(LoraSpec(rank=cfg.lora.rank, alpha=cfg.lora.alpha), seed=cfg.seed)
+        targets = tuple(cfg.lora.targets or backbone.lora_targets)
+        backbone.add_lora(LoraSpec(rank=cfg.lora.rank, alpha=cfg.lora.alpha, target_modules=targets), seed=cfg.seed)
         self.params = backbone.trainable_parameters()
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
         # DDP wrapping (multi-GPU) and the grad scaler (fp16) come from prepare().
         denoiser, self.opt = self.accel.prepare(backbone.denoiser(), self.opt)
         backbone.set_denoiser(denoiser)
-        self.method = Method(cfg.method)
+        self.method = Method(cfg.method, backbone.default_shift)
         n_scored = self.method.num_scored_steps
         if cfg.advantage.n_adv > n_scored:
             src = "method.n_annealed" if cfg.method.sampler == "annealed" else "method.n_steps - 1"
@@ -135,8 +138,9 @@ class Trainer:
         self.prompts = list(prompts)
         self.rewards = {name: registry.build(name, **cfg.reward_kwargs.get(name, {})) for name in cfg.advantage.rewards}
         self.iteration = 0
-        # The text encoders are frozen: each prompt is encoded once, and kept off the accelerator.
-        self.encode = TextEmbeddingCache(backbone)
+        # The text encoders are frozen: each prompt is encoded once and kept off the accelerator (or, with
+        # text_cache set, only the most recent ones; 0 = encode every batch).
+        self.encode = TextEmbeddingCache(backbone, max_prompts=cfg.text_cache)
 
     # -- helpers -----------------------------------------------------------------------------------
     def score_steps(self, prompts: list[Prompt], x0_hats: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -273,13 +277,13 @@ class Trainer:
             return
         out_dir = Path(out_dir)
         with atomic_dir(out_dir / "adapter") as tmp:
-            self.accel.unwrap_model(self.backbone.denoiser()).save_pretrained(str(tmp), safe_serialization=True)
+            self.backbone.save_adapter(tmp)
         rows = read_jsonl(self.ckpt_dir / "metrics.jsonl")
         with atomic_path(out_dir / "metrics.jsonl") as tmp:
             tmp.write_text((self.ckpt_dir / "metrics.jsonl").read_text())
         sec = [r["time_iter_s"] for r in rows]
         write_json(out_dir / "train_summary.json", {
-            **summary, "config": asdict(self.cfg), **self.method.nfe_accounting(),
+            **summary, "config": asdict(self.cfg), **self.method.nfe_accounting(), "shift": self.method.cfg.shift,
             "sec_per_iter": float(np.median(sec)) if sec else None,
             "final_reward": {k: float(np.mean([r[f"reward/{k}/final_mean"] for r in rows[-10:]])) for k in self.rewards},
         })

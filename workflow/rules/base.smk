@@ -1,5 +1,29 @@
-# The base model: the toy base is pretrained here unless config.model.pretrained names a folder.
-if not config["model"].get("pretrained"):
+# The models: downloads from the hub (once, on the host running Snakemake: compute nodes may have no
+# network), the base the DAG builds (the toy base, or a tiny random pipeline), the toy CLIP-like scorer.
+DOWNLOADS = PLAN.downloads()
+
+if DOWNLOADS:
+
+    rule download:
+        output:
+            directory(str(PLAN.sources.cache / "{name}")),
+        wildcard_constraints:
+            name="|".join(map(re.escape, DOWNLOADS)),
+        params:
+            hub=lambda wc: DOWNLOADS[wc.name].repo,
+            revision=lambda wc: DOWNLOADS[wc.name].revision,
+            patterns=lambda wc: " ".join(
+                [f"--allow {shlex.quote(p)}" for p in DOWNLOADS[wc.name].allow_patterns or ()]
+                + [f"--ignore {shlex.quote(p)}" for p in DOWNLOADS[wc.name].ignore_patterns or ()]),
+        localrule: True
+        log:
+            str(L.log("download", "{name}.log")),
+        shell:
+            "python -m tafs download --hub {params.hub} --revision {params.revision} {params.patterns} "
+            "--out {output} 2> {log}"
+
+
+if PLAN.builds_base() == "toy":
 
     rule pretrain_base:
         output:
@@ -17,10 +41,24 @@ if not config["model"].get("pretrained"):
             "python -m tafs pretrain --cfg {params.cfg} --out {output} --ckpt-dir {params.ckpt} "
             "--threads {threads} 2> {log}"
 
+elif PLAN.builds_base():
+
+    rule tiny_base:
+        output:
+            directory(str(L.base_model)),
+        params:
+            family=PLAN.builds_base(),
+        resources:
+            **PLAN.stage_resources("default"),
+        log:
+            str(L.log("tiny_base.log")),
+        shell:
+            "python -m tafs tiny-pipeline --family {params.family} --out {output} 2> {log}"
+
 
 # The toy CLIP-like scorer (a learned reward model), trained on rendered prompts when a reward model
 # asks for it (`reward_models: {clip: {path: null}}`).
-if PLAN.scorer_inputs(config.get("reward_models", {})):
+if PLAN.uses_dag_scorer():
 
     rule train_scorer:
         output:

@@ -2,6 +2,7 @@
 # the results layout tafs.paths.Layout. Rules only wire paths and call `python -m tafs <stage>`.
 import json
 import re
+import shlex
 import sys
 
 from tafs.config import ConfigError

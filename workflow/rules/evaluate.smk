@@ -16,13 +16,14 @@ rule eval_base:
     input:
         model=PLAN.base_model(),
         prompts=PLAN.eval_prompts(),
-        scorer=PLAN.scorer_inputs(PLAN.eval_reward_names()),
+        rewards=PLAN.reward_inputs(PLAN.eval_reward_names()),
     output:
         **_sweep_outputs(BASE, config["sweep"]["base_nfe"], "base"),
     wildcard_constraints:
         sampler="ode|annealed",
     params:
         cfg=quoted(PLAN.eval_cfg()),
+        model_cfg=quoted(PLAN.model_options("eval")),
         nfe=" ".join(map(str, config["sweep"]["base_nfe"])),
         out=lambda wc: str(L.eval_sweep(BASE, wc.sampler)),
     threads: 1
@@ -31,7 +32,7 @@ rule eval_base:
     log:
         str(L.log("eval", "base_{sampler}.log")),
     shell:
-        "python -m tafs evaluate --model {input.model} --prompts {input.prompts} --name base "
+        "python -m tafs evaluate --model {input.model} --model-cfg {params.model_cfg} --prompts {input.prompts} --name base "
         "--sampler {wildcards.sampler} --nfe {params.nfe} --cfg {params.cfg} --out {params.out} "
         "--threads {threads} 2> {log}"
 
@@ -41,7 +42,7 @@ rule eval_run:
         model=PLAN.base_model(),
         adapter=str(L.adapter("{run}", "{seed}")),
         prompts=PLAN.eval_prompts(),
-        scorer=PLAN.scorer_inputs(PLAN.eval_reward_names()),
+        rewards=PLAN.reward_inputs(PLAN.eval_reward_names()),
     output:
         **_sweep_outputs(RUN, config["sweep"]["run_nfe"], "{run}"),
     wildcard_constraints:
@@ -50,6 +51,7 @@ rule eval_run:
         seed=r"\d+",
     params:
         cfg=quoted(PLAN.eval_cfg()),
+        model_cfg=quoted(PLAN.model_options("eval")),
         nfe=" ".join(map(str, config["sweep"]["run_nfe"])),
         out=lambda wc: str(L.eval_sweep(ModelRef.run(wc.run, wc.seed), wc.sampler)),
     threads: 1
@@ -58,6 +60,38 @@ rule eval_run:
     log:
         str(L.log("eval", "{run}_seed{seed}_{sampler}.log")),
     shell:
-        "python -m tafs evaluate --model {input.model} --adapter {input.adapter} --prompts {input.prompts} "
+        "python -m tafs evaluate --model {input.model} --model-cfg {params.model_cfg} --adapter {input.adapter} "
+        "--prompts {input.prompts} "
         "--name {wildcards.run} --sampler {wildcards.sampler} --nfe {params.nfe} --cfg {params.cfg} "
         "--out {params.out} --threads {threads} 2> {log}"
+
+
+# Evaluation-only models (Table 1's baselines) through their own pipeline call, at their own NFEs: one rule
+# per baseline (their NFE lists differ).
+for _name in config.get("baselines") or {}:
+
+    rule:
+        name:
+            f"eval_baseline_{_name}"
+        input:
+            **PLAN.baseline_inputs(_name),
+            prompts=PLAN.eval_prompts(),
+            rewards=PLAN.reward_inputs(PLAN.eval_reward_names()),
+        output:
+            [str(L.eval_metrics(ModelRef.baseline(_name), "pipeline", n)) for n in PLAN.baseline_nfe(_name)],
+        params:
+            cfg=quoted(PLAN.eval_cfg()),
+            baseline=quoted(PLAN.baseline_cfg(_name)),
+            nfe=" ".join(map(str, PLAN.baseline_nfe(_name))),
+            lora=f"--lora {PLAN.baseline_inputs(_name)['lora']}" if "lora" in PLAN.baseline_inputs(_name) else "",
+            name=_name,
+            out=str(L.eval_sweep(ModelRef.baseline(_name), "pipeline")),
+        threads: 1
+        resources:
+            **PLAN.stage_resources("eval"),
+        log:
+            str(L.log("eval", f"baseline_{_name}.log")),
+        shell:
+            "python -m tafs evaluate-pipeline --model {input.model} {params.lora} --prompts {input.prompts} "
+            "--name {params.name} --nfe {params.nfe} --cfg {params.cfg} --baseline {params.baseline} "
+            "--out {params.out} --threads {threads} 2> {log}"

@@ -5,7 +5,7 @@ rule train:
     input:
         model=PLAN.base_model(),
         prompts=str(L.prompts("train")),
-        scorer=lambda wc: PLAN.scorer_inputs(PLAN.train_rewards(wc.run)),
+        rewards=lambda wc: PLAN.reward_inputs(PLAN.train_rewards(wc.run)),
     output:
         adapter=directory(str(L.adapter("{run}", "{seed}"))),
         metrics=str(L.train_metrics("{run}", "{seed}")),
@@ -15,6 +15,7 @@ rule train:
         seed=r"\d+",
     params:
         cfg=lambda wc: quoted(PLAN.train_cfg(wc.run, int(wc.seed))),
+        model_cfg=quoted(PLAN.model_options("train")),
         out=lambda wc: str(L.run_dir(wc.run, wc.seed)),
         # Resumable checkpoints live outside the declared outputs (Snakemake deletes those first).
         ckpt=lambda wc: str(L.run_checkpoints(wc.run, wc.seed)),
@@ -27,5 +28,6 @@ rule train:
     log:
         str(L.log("train", "{run}_seed{seed}.log")),
     shell:
-        "{params.launch} train --model {input.model} --prompts {input.prompts} --cfg {params.cfg} "
+        "{params.launch} train --model {input.model} --model-cfg {params.model_cfg} --prompts {input.prompts} "
+        "--cfg {params.cfg} "
         "--out {params.out} --ckpt-dir {params.ckpt} --threads {threads} --expect-gpus {params.gpus} 2> {log}"

@@ -1,0 +1,97 @@
+"""Evaluation-only models (Table 1's step-distilled and pre-trained baselines) through their own diffusers pipeline.
+
+Each baseline is sampled by its pipeline's ``__call__`` (its scheduler, steps, guidance), not re-implemented:
+any folder ``DiffusionPipeline.from_pretrained`` loads (FLUX.1-schnell, SD3.5-Large-Turbo, SANA-Sprint, ...),
+optionally with a LoRA fused at its scale (Hyper-Flux, Flux-Turbo-Alpha on FLUX.1-dev). The images are scored
+by the task's metrics exactly as our own models' are (``tafs.evaluate``), into ``eval/baselines/<name>/pipeline``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from tafs.evaluate import EvalConfig, sweep_with
+from tafs.models.options import DTYPES
+from tafs.prompts import Prompt
+
+SAMPLER = "pipeline"
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    guidance_scale: float | None = None  # None: the pipeline's own default
+    resolution: int | None = None  # px; None: the pipeline's default size
+    dtype: str = "fp32"  # every component's precision (fp32 | bf16 | fp16)
+    pipeline_kwargs: dict = field(default_factory=dict)  # more arguments of the pipeline call
+    lora_weight_name: str | None = None  # the LoRA file inside the lora folder
+    lora_scale: float = 1.0  # fused at this scale (Hyper-Flux: 0.125)
+    # Components the pipeline folder lacks (HiDream's Llama text encoder): name -> {path, class, kwargs};
+    # ``class`` is "package.Class" with a ``from_pretrained`` (e.g. transformers.LlamaForCausalLM).
+    components: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"baselines.<name>.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+
+
+def load_pipeline(path: str | Path, cfg: BaselineConfig, lora: str | Path | None = None,
+                  device: str | torch.device | None = None) -> Any:
+    """Any diffusers pipeline folder, with a LoRA fused at ``cfg.lora_scale`` when given."""
+    from diffusers import DiffusionPipeline
+
+    from tafs.models.loading import default_device
+
+    extra = {name: load_component(spec, cfg.dtype, f"baselines components.{name}") for name, spec in cfg.components.items()}
+    pipe = DiffusionPipeline.from_pretrained(str(path), dtype=DTYPES[cfg.dtype], **extra)
+    if lora is not None:
+        kwargs = {"weight_name": cfg.lora_weight_name} if cfg.lora_weight_name else {}
+        pipe.load_lora_weights(str(lora), **kwargs)
+        pipe.fuse_lora(lora_scale=cfg.lora_scale)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device or default_device())
+
+
+def load_component(spec: dict, dtype: str, where: str) -> Any:
+    """One extra pipeline component: ``Class.from_pretrained(path, **kwargs)`` in the baseline's precision."""
+    import importlib
+
+    module, _, cls = str(spec.get("class", "")).rpartition(".")
+    if not module or "path" not in spec:
+        raise ValueError(f"{where}: needs `path` and `class` (package.Class), got {spec!r}")
+    loader = getattr(importlib.import_module(module), cls)
+    return loader.from_pretrained(spec["path"], **{"dtype": DTYPES[dtype], **spec.get("kwargs", {})}) \
+        if hasattr(loader, "config_class") else loader.from_pretrained(spec["path"], **spec.get("kwargs", {}))
+
+
+def pipeline_images(pipe: Any, texts: Sequence[str], cfg: EvalConfig, base: BaselineConfig,
+                    progress: bool = True) -> torch.Tensor:
+    """Images (N, 3, H, W) in [0, 1] from the pipeline's own call at ``cfg.nfe`` steps; image i is seeded by
+    ``cfg.seed + i`` whatever the batch size."""
+    kwargs: dict[str, Any] = dict(base.pipeline_kwargs)
+    if base.guidance_scale is not None:
+        kwargs["guidance_scale"] = base.guidance_scale
+    if base.resolution is not None:
+        kwargs.update(height=base.resolution, width=base.resolution)
+    out = []
+    starts = range(0, len(texts), cfg.batch_size)
+    for i in tqdm(starts, desc=f"pipeline@{cfg.nfe}", disable=not progress, mininterval=5):
+        batch = list(texts[i:i + cfg.batch_size])
+        gens = [torch.Generator().manual_seed(cfg.seed + i + j) for j in range(len(batch))]
+        with torch.no_grad():
+            images = pipe(prompt=batch, num_inference_steps=cfg.nfe, generator=gens, output_type="pt", **kwargs).images
+        out.append(images.float().clamp(0, 1).cpu())
+    return torch.cat(out)
+
+
+def sweep_pipeline(pipe: Any, prompts: Sequence[Prompt], cfg: EvalConfig, base: BaselineConfig, nfes: list[int],
+                   name: str, out_root: Path, progress: bool = True) -> list[dict]:
+    from dataclasses import replace
+
+    cfg = replace(cfg, sampler=SAMPLER)
+    return sweep_with(lambda texts, c, p: pipeline_images(pipe, texts, c, base, p), prompts, cfg, nfes, name,
+                      out_root, progress)
