@@ -10,7 +10,14 @@ from snakemake.utils import min_version, validate
 min_version("8.20")
 
 
-configfile: "config.yaml"
+# The embedded default, read by tafs (errors name the file and line); --configfile / --config values win over it,
+# as with Snakemake's own `configfile:` directive. (Files given with --configfile are read by Snakemake itself.)
+from tafs.config import ConfigError, deep_merge, load_config_file
+
+try:
+    config.update(deep_merge(load_config_file("config.yaml"), config))
+except ConfigError as e:
+    sys.exit(f"error: {e}")
 
 
 # Jobs call `python -m tafs` and `snakemake --report`: make them the interpreter running this workflow,
@@ -18,7 +25,13 @@ configfile: "config.yaml"
 os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 
 
-# Validated (and defaults filled in) before any job runs; errors name the offending key.
+# Validated (and defaults filled in) before any job runs; errors name the offending key, one line each.
+from tafs.config import schema_errors
+
+_errors = schema_errors(config, "workflow/schemas/config.schema.yaml")
+if _errors:
+    sys.exit("error: config validation failed (workflow/schemas/config.schema.yaml):" + "".join(
+        f"\n  {e}" for e in _errors))
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

@@ -1,7 +1,8 @@
 """Resumable checkpoints, one per run folder, written atomically and keyed by the config they were made with.
 
 A re-run with the same config resumes; a re-run after the config changed (Snakemake re-runs a job
-whose params changed) starts afresh instead of resuming someone else's state.
+whose params changed) starts afresh instead of resuming someone else's state. Checkpoints are read with
+``torch.load(weights_only=True)``: no code in a checkpoint file ever runs.
 """
 
 from __future__ import annotations
@@ -11,15 +12,17 @@ from typing import Any
 
 import torch
 
+from tafs.config import redact
 from tafs.hashing import config_hash
 from tafs.io import atomic_path
 
 
 def checkpoint_path(ckpt_dir: Path, config: dict[str, Any]) -> Path:
-    return Path(ckpt_dir) / f"checkpoint-{config_hash(config, 12)}.pt"
+    return Path(ckpt_dir) / f"checkpoint-{config_hash(redact(config), 12)}.pt"
 
 
 def save_checkpoint(ckpt_dir: Path, state: dict[str, Any], config: dict[str, Any]) -> None:
+    config = redact(config)  # the key and the stored copy: no token or API key in the results
     path = checkpoint_path(ckpt_dir, config)
     with atomic_path(path) as tmp:
         torch.save({**state, "config": config}, tmp)
@@ -30,10 +33,15 @@ def save_checkpoint(ckpt_dir: Path, state: dict[str, Any], config: dict[str, Any
 
 def load_checkpoint(ckpt_dir: Path, config: dict[str, Any], map_location: Any = None) -> dict[str, Any] | None:
     """The state saved under exactly this config, or None (nothing to resume)."""
+    config = redact(config)
     path = checkpoint_path(ckpt_dir, config)
     if not path.exists():
         return None
-    state = torch.load(path, weights_only=False, map_location=map_location)
+    try:  # tensors, numbers, strings and containers only: nothing in the file is executed
+        state = torch.load(path, weights_only=True, map_location=map_location)
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file: say which and what to do
+        raise ValueError(f"{path}: cannot read this checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                         "delete it to start the run afresh") from e
     if state["config"] != config:  # a hash collision: never resume foreign state
         return None
     return state

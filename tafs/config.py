@@ -88,3 +88,57 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     for k, v in (override or {}).items():
         out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """A YAML (or JSON) config file as a mapping; an empty, unreadable or non-mapping file raises ConfigError
+    naming the file (and the line of a syntax error)."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: config file not found") from e
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        raise ConfigError(f"{where}: not valid YAML ({e.problem}); check the indentation and quoting there") from e
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+    if data is None:
+        raise ConfigError(f"{path}: the config file is empty; it must be a mapping of keys (see config.yaml)")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of keys at the top level, got a "
+                          f"{type(data).__name__}")
+    return data
+
+
+def schema_errors(config: dict[str, Any], schema_path: str) -> list[str]:
+    """Every violation of the JSON schema, one line each: the config key (dotted path) and what is wrong."""
+    import jsonschema
+    import yaml
+
+    with open(schema_path, encoding="utf-8") as fh:
+        schema = yaml.safe_load(fh)
+    validator = jsonschema.Draft202012Validator(schema)
+    out = []
+    for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
+        best = jsonschema.exceptions.best_match([err])
+        key = ".".join(map(str, best.absolute_path)) or "(top level)"
+        out.append(f"{key}: {best.message}")
+    return out
+
+
+_SECRET_KEY = ("token", "api_key", "apikey", "secret", "password", "authorization")
+
+
+def redact(obj: Any) -> Any:
+    """A copy with the values of secret-looking keys (``*token*``, ``api_key``, ``*secret*``, ``password``...)
+    replaced by ``"***"``: what goes into config.json, metrics.json, train_summary.json and MLflow."""
+    if isinstance(obj, dict):
+        return {k: "***" if any(s in str(k).lower() for s in _SECRET_KEY) and v is not None else redact(v)
+                for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    return obj

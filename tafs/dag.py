@@ -13,8 +13,8 @@ import json
 import shlex
 from typing import Any
 
-from tafs.config import deep_merge
-from tafs.grid import Grid, build_grid, eval_models
+from tafs.config import ConfigError, deep_merge
+from tafs.grid import Grid, build_grid, eval_models, method_spec
 from tafs.hub import HubModel
 from tafs.paths import Layout, ModelRef
 from tafs.sources import Sources, Tiny
@@ -31,6 +31,39 @@ class Plan:
             check_prompt_files(self.task)
         self.grid: Grid = build_grid(config)
         self.sources = Sources(config, self.layout)
+        self._check_job_configs()
+
+    def _check_job_configs(self) -> None:
+        """Every job's config goes through the validation the job itself applies: each run (method preset or
+        ablation) at each seed, the evaluation, the model options, each baseline. Errors name where it came from."""
+        from tafs.config import from_dict
+        from tafs.evaluate import EvalConfig
+        from tafs.evaluate_pipeline import BaselineConfig
+        from tafs.models.options import ModelOptions
+        from tafs.train.trainer import TrainConfig, check_config
+
+        for run, spec in self.grid.runs.items():
+            for seed in self.config["seeds"]:
+                try:
+                    check_config(from_dict(TrainConfig, self.train_cfg(run, seed), "train"))
+                except ValueError as e:  # ConfigError is a ValueError
+                    raise ConfigError(f"{spec.origin}, run {run!r} (seed {seed}): {e}") from e
+        for name in self.config["methods"]:  # presets no table uses yet are checked too
+            try:
+                check_config(from_dict(TrainConfig, method_spec(self.config, name, f"methods.{name}", self.task).train,
+                                       "train"))
+            except ValueError as e:
+                raise ConfigError(f"methods.{name} (with `train:`): {e}") from e
+        checks = [("eval", lambda: from_dict(EvalConfig, {**self.eval_cfg(), "sampler": "ode"}, "eval"))]
+        checks += [(f"model ({stage})", lambda st=stage: from_dict(ModelOptions, self.model_options(st), "model"))
+                   for stage in ("train", "eval")]
+        checks += [(f"baselines.{b}", lambda b=b: from_dict(BaselineConfig, self.baseline_cfg(b), f"baselines.{b}"))
+                   for b in self.config.get("baselines") or {}]
+        for where, check in checks:
+            try:
+                check()
+            except ValueError as e:
+                raise ConfigError(f"{where}: {e}") from e
 
     # -- models -----------------------------------------------------------------------------------
     def base_model(self) -> str:

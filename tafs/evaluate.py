@@ -15,6 +15,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from tafs.config import redact
 from tafs.io import write_json
 from tafs.models.backbone import Backbone
 from tafs.prompts import Prompt, by_category, check_metadata
@@ -126,7 +127,7 @@ def evaluate(images_fn: ImagesFn, prompts: Sequence[Prompt], cfg: EvalConfig, mo
     chance = _chance(cfg.chance)
     if chance is not None:
         metrics["chance"] = chance(chosen, cfg.seed)
-    metrics.update(wall_s=wall, config=asdict(cfg))
+    metrics.update(wall_s=wall, config=redact(asdict(cfg)))
     out_dir = Path(out_dir)
     save_grid(images, chosen, out_dir / "grid.png", title=f"{model_name} · {cfg.sampler} · {cfg.nfe} NFE")
     write_json(out_dir / "metrics.json", metrics)

@@ -33,6 +33,7 @@ class RunSpec:
     label: str  # how tables and plots name it
     eval_sampler: str  # ode | annealed
     train: dict = field(default_factory=dict)  # `train` merged with the method's and ablation's overrides (no seed)
+    origin: str = ""  # the config keys it comes from (for error messages)
 
 
 @dataclass
@@ -86,12 +87,14 @@ def method_spec(config: dict, name: str, where: str, task: TaskSpec) -> RunSpec:
     train = deep_merge(base_train(config, task), m.get("train", {}))
     check_rewards(train["advantage"]["rewards"], f"methods.{name}.train.advantage.rewards (or train.advantage."
                                                  f"rewards / the task's rewards)")
-    return RunSpec(name, m.get("label", name), m.get("eval_sampler") or natural_sampler(train), train)
+    return RunSpec(name, m.get("label", name), m.get("eval_sampler") or natural_sampler(train), train,
+                   f"methods.{name} (with `train:`)")
 
 
-def _variant(base: RunSpec, suffix: str, label: str, overrides: dict) -> RunSpec:
+def _variant(base: RunSpec, suffix: str, label: str, overrides: dict, origin: str) -> RunSpec:
     train = deep_merge(copy.deepcopy(base.train), overrides)
-    return RunSpec(f"{base.name}-{suffix}", f"{base.label} ({label})", natural_sampler(train), train)
+    return RunSpec(f"{base.name}-{suffix}", f"{base.label} ({label})", natural_sampler(train), train,
+                   f"{origin} around {base.origin}")
 
 
 def _ablation_rows(grid: Grid, base: RunSpec, ablations: dict) -> None:
@@ -99,14 +102,16 @@ def _ablation_rows(grid: Grid, base: RunSpec, ablations: dict) -> None:
     k_base = base.train["method"].get("n_annealed", 3)
     grid.tables["table4"] = [
         [str(k), grid.add(_variant(base, f"n_annealed{k}", f"N_annealed={k}",
-                                   {"method": {"n_annealed": k}, "advantage": {"n_adv": min(n_adv, k)}}))]
+                                   {"method": {"n_annealed": k}, "advantage": {"n_adv": min(n_adv, k)}},
+                                   f"ablations.n_annealed [{k}]"))]
         for k in ablations.get("n_annealed", [])]
     bad = [n for n in ablations.get("n_adv", []) if n > k_base]
     if bad:
         raise ConfigError(f"ablations.n_adv: {bad} exceed the {k_base} scored steps of {base.name} "
                           f"(train.method.n_annealed); use values <= {k_base}")
     grid.tables["table5"] = [
-        [str(n), grid.add(_variant(base, f"n_adv{n}", f"N_adv={n}", {"advantage": {"n_adv": n}}))]
+        [str(n), grid.add(_variant(base, f"n_adv{n}", f"N_adv={n}", {"advantage": {"n_adv": n}},
+                                   f"ablations.n_adv [{n}]"))]
         for n in ablations.get("n_adv", [])]
     # A reward mix replaces the reward weights outright (deep_merge would keep the base's other rewards).
     rows = []
@@ -114,7 +119,8 @@ def _ablation_rows(grid: Grid, base: RunSpec, ablations: dict) -> None:
         check_rewards(weights, f"ablations.reward_mixes.{mix}")
         train = copy.deepcopy(base.train)
         train["advantage"]["rewards"] = dict(weights)
-        spec = RunSpec(f"{base.name}-reward_{mix}", f"{base.label} ({mix})", natural_sampler(train), train)
+        spec = RunSpec(f"{base.name}-reward_{mix}", f"{base.label} ({mix})", natural_sampler(train), train,
+                       f"ablations.reward_mixes.{mix} around {base.origin}")
         rows.append([mix, grid.add(spec)])
     grid.tables["table6"] = rows
 

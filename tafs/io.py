@@ -32,7 +32,17 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
+    """A JSON file; a missing, unreadable or garbled one raises ConfigError naming the file (and line)."""
+    from tafs.config import ConfigError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg}); the stage that wrote it "
+                          "did not finish or the file was edited: re-run that stage") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason})") from e
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:

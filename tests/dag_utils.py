@@ -19,8 +19,9 @@ def scratch_workflow(tmp: Path) -> Path:
     shutil.copy(REPO / "config.yaml", tmp / "config.yaml")
     shutil.copytree(REPO / "workflow", tmp / "workflow")
     (tmp / "assets").symlink_to(REPO / "assets")  # the shipped toy base (config.yaml model.pretrained)
-    if (REPO / "slurm").is_symlink():  # `--profile slurm` finds ./slurm -> workflow/profiles/slurm
-        (tmp / "slurm").symlink_to(os.readlink(REPO / "slurm"))
+    for link in ("slurm", "profiles"):  # `--profile slurm` finds ./slurm; the workflow profile profiles/default
+        if (REPO / link).is_symlink():
+            (tmp / link).symlink_to(os.readlink(REPO / link))
     return tmp
 
 

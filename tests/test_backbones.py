@@ -186,3 +186,18 @@ def test_a_folder_built_elsewhere_loads(tmp_path):
         torch.testing.assert_close(bb.velocity(x, torch.full((2,), 0.7), cond), want, atol=1e-5, rtol=1e-5)
     assert bb.decode(torch.zeros(1, 8, 16, 16)).shape == (1, 3, 64, 64)
     assert torch.allclose(flow.ode_sigmas(2, bb.default_shift), torch.tensor([1.0, 2 / 3, 0.0], dtype=torch.float64))
+
+
+def test_precision_per_component_and_gradient_checkpointing(tiny_dirs):
+    """bf16 transformer, fp32 VAE, fp16 text encoders; latents and the returned velocity stay fp32."""
+    bb = _load(tiny_dirs, "sd3", dtype="bf16", text_dtype="fp16", vae_dtype="fp32", gradient_checkpointing=True)
+    assert next(bb.transformer.parameters()).dtype == torch.bfloat16 and bb.transformer.gradient_checkpointing
+    assert bb.vae.dtype == torch.float32 and bb.pipe.text_encoder_3.dtype == torch.float16
+    x = torch.randn(2, *bb.latent_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        v = bb.velocity(x, torch.full((2,), 0.5), bb.encode(PROMPTS))
+    assert v.dtype == torch.float32 and torch.isfinite(v).all()
+    full = _load(tiny_dirs, "sd3")
+    with torch.no_grad():
+        v32 = full.velocity(x, torch.full((2,), 0.5), full.encode(PROMPTS))
+    assert (v - v32).abs().max() < 0.1 * v32.abs().max()  # the same model, in lower precision

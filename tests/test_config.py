@@ -173,3 +173,14 @@ def test_jsonl_skips_partial_last_line(tmp_path):
     with open(path, "a") as fh:
         fh.write('{"step": 3, "lo')  # a crash mid-write
     assert read_jsonl(path) == [{"step": 1}, {"step": 2}]
+
+
+def test_redact_hides_secret_looking_values():
+    from tafs.config import redact
+
+    cfg = {"reward_models": {"unifiedreward": {"endpoint": "http://h:8000/v1", "api_key": "sk-1", "token": None}},
+           "hub": {"HF_TOKEN": "hf_x"}, "lr": 3e-4, "list": [{"password": "p"}]}
+    out = redact(cfg)
+    assert out["reward_models"]["unifiedreward"] == {"endpoint": "http://h:8000/v1", "api_key": "***", "token": None}
+    assert out["hub"]["HF_TOKEN"] == "***" and out["list"] == [{"password": "***"}] and out["lr"] == 3e-4
+    assert cfg["reward_models"]["unifiedreward"]["api_key"] == "sk-1"  # the input is not changed

@@ -237,7 +237,7 @@ def test_two_iterations_change_every_lora_tensor_and_no_base_tensor(trained):
 
 def test_run_writes_checkpoint_and_metrics(trained):
     trainer, _, _, _, ckpt, _ = trained
-    state = torch.load(checkpoint_path(ckpt, asdict(trainer.cfg)), weights_only=False)
+    state = torch.load(checkpoint_path(ckpt, asdict(trainer.cfg)), weights_only=True)
     assert state["iteration"] == 2
     assert state["config"] == asdict(trainer.cfg)
     rows = read_jsonl(ckpt / "metrics.jsonl")
@@ -376,7 +376,7 @@ def test_cli_train(tiny_model_dir, tmp_path, prompt_file):
     ({"advantage": {"nadv": 2}}, "nadv"),
     ({"advantage": {}}, "advantage.rewards"),
     ({"advantage": {"rewards": {"toy_dense": 0.0}}}, "not all zero"),
-    ({"advantage": {"rewards": {"pickscroe": 1.0}}}, "unknown reward 'pickscroe'"),
+    ({"advantage": {"rewards": {"pickscroe": 1.0}}}, "unknown reward(s) ['pickscroe']"),
 ])
 def test_cli_train_bad_key(tiny_model_dir, tmp_path, prompt_file, cfg, needle):
     out = tmp_path / "out"

@@ -45,4 +45,10 @@ def load_lora(module: torch.nn.Module, path: str | Path, trainable: bool = False
     if not (path / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{path}: not a LoRA adapter folder (no adapter_config.json); "
                                 "expected the adapter/ folder a training run writes")
-    return PeftModel.from_pretrained(module, str(path), is_trainable=trainable)
+    try:
+        return PeftModel.from_pretrained(module, str(path), is_trainable=trainable)
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign weights file: name it and say what to do
+        files = ", ".join(sorted(p.name for p in path.glob("adapter_model.*"))) or "no adapter_model.* file"
+        raise ValueError(f"{path}: cannot load this LoRA adapter ({files}: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200] if str(e) else ''}); re-run the training job that wrote it") \
+            from e

@@ -13,7 +13,8 @@ import torch
 
 
 class Reward(Protocol):
-    """Scores (N,) float32 on the CPU for N images (N, 3, H, W) in [0, 1] of N prompts with their metadata."""
+    """Scores (N,) on the CPU (float32 or float64) for N images (N, 3, H, W) in [0, 1] of N prompts with their
+    metadata."""
 
     def __call__(self, prompts: Sequence[str], metadata: Sequence[Mapping], images: torch.Tensor) -> torch.Tensor:
         ...

@@ -27,7 +27,8 @@ def _checker(field: str) -> Reward:
     def reward(prompts: Sequence[str], metadata: Sequence[Mapping], images: torch.Tensor) -> torch.Tensor:
         check_batch(prompts, metadata, images)
         scores = evaluate_images([spec_from_metadata(m) for m in metadata], images)
-        return torch.tensor([getattr(s, field) for s in scores], dtype=torch.float32)
+        # float64: the checker's fractions (1/3, 5/6...) exactly; the trainer casts rewards to fp32 itself
+        return torch.tensor([getattr(s, field) for s in scores], dtype=torch.float64)
 
     return reward
 

@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tafs.checkpoint import load_checkpoint, save_checkpoint
+from tafs.config import redact
 from tafs.io import append_jsonl, atomic_path, read_jsonl
 from tafs.models.backbone import Backbone, Cond, LoraSpec
 from tafs.models.text_cache import TextEmbeddingCache
@@ -100,12 +101,31 @@ def draw_prompts(prompts: Sequence[Prompt], n: int, rng: np.random.Generator, mo
     return [pool[c][rng.integers(len(pool[c]))] for c in (cats[rng.integers(len(cats))] for _ in range(n))]
 
 
+def check_config(cfg: TrainConfig) -> None:
+    """What a training run refuses, checked without a model: the DAG calls it for every run before any job."""
+    n_scored = Method(cfg.method).num_scored_steps
+    if cfg.advantage.n_adv > n_scored:
+        src = "method.n_annealed" if cfg.method.sampler == "annealed" else "method.n_steps - 1"
+        raise ValueError(f"advantage.n_adv = {cfg.advantage.n_adv} exceeds the {n_scored} scored steps "
+                         f"({src}); use 1 <= n_adv <= {n_scored}")
+    if not cfg.advantage.rewards:
+        raise ValueError("advantage.rewards must name at least one reward, e.g. {\"toy_dense\": 1.0} "
+                         "(the DAG fills in the task's training rewards)")
+    registry.check_names(cfg.advantage.rewards, "advantage.rewards")
+    if cfg.prompts_per_iter * cfg.group_size < cfg.minibatches:
+        raise ValueError(f"minibatches = {cfg.minibatches} exceeds the {cfg.prompts_per_iter * cfg.group_size} "
+                         "samples of an iteration (prompts_per_iter x group_size)")
+
+
 class Trainer:
     """GRPO on ``backbone`` with prompts drawn from ``prompts`` (a task's train prompt file)."""
 
     def __init__(self, backbone: Backbone, cfg: TrainConfig, ckpt_dir: Path, prompts: Sequence[Prompt]):
         from accelerate import Accelerator, DistributedDataParallelKwargs
 
+        check_config(cfg)
+        if not prompts:
+            raise ValueError("no training prompts")
         self.cfg, self.ckpt_dir = cfg, Path(ckpt_dir)
         # Some LoRA weights get no gradient (the last SD3 block discards its text-query output).
         ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
@@ -123,16 +143,6 @@ class Trainer:
         denoiser, self.opt = self.accel.prepare(backbone.denoiser(), self.opt)
         backbone.set_denoiser(denoiser)
         self.method = Method(cfg.method, backbone.default_shift)
-        n_scored = self.method.num_scored_steps
-        if cfg.advantage.n_adv > n_scored:
-            src = "method.n_annealed" if cfg.method.sampler == "annealed" else "method.n_steps - 1"
-            raise ValueError(f"advantage.n_adv = {cfg.advantage.n_adv} exceeds the {n_scored} scored steps "
-                             f"({src}); use 1 <= n_adv <= {n_scored}")
-        if not prompts:
-            raise ValueError("no training prompts")
-        if not cfg.advantage.rewards:
-            raise ValueError("advantage.rewards must name at least one reward, e.g. {\"toy_dense\": 1.0} "
-                             "(the DAG fills in the task's training rewards)")
         check_metadata(prompts, {r: registry.spec(r, "train.advantage.rewards").needs for r in cfg.advantage.rewards},
                        "training prompts")
         self.prompts = list(prompts)
@@ -149,7 +159,7 @@ class Trainer:
         images = self.backbone.decode(x0_hats[:, 1:].flatten(0, 1), self.cfg.decode_chunk).float().cpu()
         rep = [p for p in prompts for _ in range(steps - 1)]
         texts, meta = [p.text for p in rep], [p.metadata for p in rep]
-        return {k: fn(texts, meta, images).reshape(n, steps - 1) for k, fn in self.rewards.items()}
+        return {k: fn(texts, meta, images).float().reshape(n, steps - 1) for k, fn in self.rewards.items()}
 
     # -- checkpoints -------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -283,7 +293,7 @@ class Trainer:
             tmp.write_text((self.ckpt_dir / "metrics.jsonl").read_text())
         sec = [r["time_iter_s"] for r in rows]
         write_json(out_dir / "train_summary.json", {
-            **summary, "config": asdict(self.cfg), **self.method.nfe_accounting(), "shift": self.method.cfg.shift,
+            **summary, "config": redact(asdict(self.cfg)), **self.method.nfe_accounting(), "shift": self.method.cfg.shift,
             "sec_per_iter": float(np.median(sec)) if sec else None,
             "final_reward": {k: float(np.mean([r[f"reward/{k}/final_mean"] for r in rows[-10:]])) for k in self.rewards},
         })

@@ -20,7 +20,7 @@ if DOWNLOADS:
             str(L.log("download", "{name}.log")),
         shell:
             "python -m tafs download --hub {params.hub} --revision {params.revision} {params.patterns} "
-            "--out {output} 2> {log}"
+            "--out {output}" + LOGGED
 
 
 if PLAN.builds_base() == "toy":
@@ -39,7 +39,7 @@ if PLAN.builds_base() == "toy":
             str(L.log("pretrain_base.log")),
         shell:
             "python -m tafs pretrain --cfg {params.cfg} --out {output} --ckpt-dir {params.ckpt} "
-            "--threads {threads} 2> {log}"
+            "--threads {threads}" + LOGGED
 
 elif PLAN.builds_base():
 
@@ -53,7 +53,7 @@ elif PLAN.builds_base():
         log:
             str(L.log("tiny_base.log")),
         shell:
-            "python -m tafs tiny-pipeline --family {params.family} --out {output} 2> {log}"
+            "python -m tafs tiny-pipeline --family {params.family} --out {output}" + LOGGED
 
 
 # The toy CLIP-like scorer (a learned reward model), trained on rendered prompts when a reward model
@@ -71,4 +71,4 @@ if PLAN.uses_dag_scorer():
         log:
             str(L.log("train_scorer.log")),
         shell:
-            "python -m tafs train-scorer --cfg {params.cfg} --out {output} --threads {threads} 2> {log}"
+            "python -m tafs train-scorer --cfg {params.cfg} --out {output} --threads {threads}" + LOGGED

@@ -18,3 +18,6 @@ R = str(L.root)
 GRID = PLAN.grid  # every training run and which table row it fills (tafs/grid.py)
 BASE = ModelRef.base()
 RUN = ModelRef.run("{run}", "{seed}")  # a run at a seed, as wildcards
+# Every job's stderr goes to its log; when it fails, the log's last lines (tafs ends with one line that says what
+# is wrong, where, and what to do) also reach the console, before Snakemake's own error report.
+LOGGED = " 2> {log} || {{ tail -n 3 {log} >&2; exit 1; }}"

@@ -34,7 +34,7 @@ rule eval_base:
     shell:
         "python -m tafs evaluate --model {input.model} --model-cfg {params.model_cfg} --prompts {input.prompts} --name base "
         "--sampler {wildcards.sampler} --nfe {params.nfe} --cfg {params.cfg} --out {params.out} "
-        "--threads {threads} 2> {log}"
+        "--threads {threads}" + LOGGED
 
 
 rule eval_run:
@@ -63,7 +63,7 @@ rule eval_run:
         "python -m tafs evaluate --model {input.model} --model-cfg {params.model_cfg} --adapter {input.adapter} "
         "--prompts {input.prompts} "
         "--name {wildcards.run} --sampler {wildcards.sampler} --nfe {params.nfe} --cfg {params.cfg} "
-        "--out {params.out} --threads {threads} 2> {log}"
+        "--out {params.out} --threads {threads}" + LOGGED
 
 
 # Evaluation-only models (Table 1's baselines) through their own pipeline call, at their own NFEs: one rule
@@ -94,4 +94,4 @@ for _name in config.get("baselines") or {}:
         shell:
             "python -m tafs evaluate-pipeline --model {input.model} {params.lora} --prompts {input.prompts} "
             "--name {params.name} --nfe {params.nfe} --cfg {params.cfg} --baseline {params.baseline} "
-            "--out {params.out} --threads {threads} 2> {log}"
+            "--out {params.out} --threads {threads}" + LOGGED

@@ -16,4 +16,4 @@ rule prompts:
         str(L.log("prompts", "{split}.log")),
     shell:
         "python -m tafs prompts --task {params.task} --tasks {params.tasks} --split {wildcards.split} "
-        "--out {output} 2> {log}"
+        "--out {output}" + LOGGED

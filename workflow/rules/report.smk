@@ -9,9 +9,10 @@ rule config_snapshot:
         cfg=json.dumps(config, sort_keys=True),  # a changed config re-runs this rule (params trigger)
     localrule: True
     run:
+        from tafs.config import redact
         from tafs.io import write_json
 
-        write_json(output[0], config)
+        write_json(output[0], redact(config))  # no token or API key in the results
 
 
 rule grid_manifest:
@@ -24,7 +25,7 @@ rule grid_manifest:
     log:
         str(L.log("grid_manifest.log")),
     shell:
-        "python -m tafs grid --config {input.config} --prompts {input.prompts} --out {output} 2> {log}"
+        "python -m tafs grid --config {input.config} --prompts {input.prompts} --out {output}" + LOGGED
 
 
 rule tables:
@@ -45,7 +46,7 @@ rule tables:
     log:
         str(L.log("tables.log")),
     shell:
-        "python -m tafs tables --grid {input.grid} --results {R} --out {params.out} --figure {output.png} 2> {log}"
+        "python -m tafs tables --grid {input.grid} --results {R} --out {params.out} --figure {output.png}" + LOGGED
 
 
 rule mlflow_ingest:
@@ -61,4 +62,4 @@ rule mlflow_ingest:
         str(L.log("mlflow_ingest.log")),
     shell:
         "python -m tafs mlflow-ingest --results {R} --uri {params.uri} --config {input.config} "
-        "--out {output} 2> {log}"
+        "--out {output}" + LOGGED

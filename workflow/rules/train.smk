@@ -30,4 +30,4 @@ rule train:
     shell:
         "{params.launch} train --model {input.model} --model-cfg {params.model_cfg} --prompts {input.prompts} "
         "--cfg {params.cfg} "
-        "--out {params.out} --ckpt-dir {params.ckpt} --threads {threads} --expect-gpus {params.gpus} 2> {log}"
+        "--out {params.out} --ckpt-dir {params.ckpt} --threads {threads} --expect-gpus {params.gpus}" + LOGGED
