@@ -114,7 +114,8 @@ class Plan:
     def eval_cfg(self) -> dict[str, Any]:
         kwargs = self.reward_kwargs()
         names = self.eval_reward_names()
-        return {**self.config["eval"], "metrics": self.task.eval_rewards(), "chance": self.task.chance,
+        section = {k: v for k, v in self.config["eval"].items() if k != "resolution"}  # a model option
+        return {**section, "metrics": self.task.eval_rewards(), "chance": self.task.chance,
                 "reward_kwargs": {n: kwargs[n] for n in names if n in kwargs}}
 
     def train_cfg(self, run: str, seed: int) -> dict[str, Any]:

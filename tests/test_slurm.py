@@ -168,7 +168,7 @@ def slurm_and_local(slurm_cluster, tmp_path_factory):
 
 def test_jobs_ran_through_slurm(slurm_and_local):
     wf, log, _ = slurm_and_local
-    assert re.search(r"Using profile .*profile for setting default command line arguments", log), log[:2000]
+    assert re.search(r"Using profiles? \S*profile\S* .*for setting default command line arguments", log), log[:2000]
     ids = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.", log)
     assert len(ids) == sum(SLURM_RULES.values()), log[-6000:]
     # one Slurm log per job, under .snakemake/slurm_logs/rule_<rule>/ (kept by the test profile)
