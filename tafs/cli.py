@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -58,6 +59,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     for m in sweep(backbone, prompts, cfg, a.nfe, a.name or Path(a.model).name, Path(a.out)):
         log.info("%s %s@%d: %s", m["model"], m["sampler"], m["nfe"],
                  " ".join(f"{k} {v['mean']:.3f}" for k, v in m["metrics"].items()))
+    _record_evals(a)
 
 
 def cmd_evaluate_pipeline(a: argparse.Namespace) -> None:
@@ -74,6 +76,15 @@ def cmd_evaluate_pipeline(a: argparse.Namespace) -> None:
     for m in sweep_pipeline(pipe, prompts, cfg, base, a.nfe, a.name, Path(a.out)):
         log.info("%s pipeline@%d: %s", m["model"], m["nfe"],
                  " ".join(f"{k} {v['mean']:.3f}" for k, v in m["metrics"].items()))
+    _record_evals(a)
+
+
+def _record_evals(a: argparse.Namespace) -> None:
+    """With a tracking server: the evaluations this job wrote, recorded now (the DAG's ingest adds the rest)."""
+    if a.tracking:
+        from tafs.tracking.live import Target, eval_outputs
+
+        eval_outputs(Target.parse(a.tracking), a.out)
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -88,8 +99,18 @@ def cmd_train(a: argparse.Namespace) -> None:
     cfg = from_dict(TrainConfig, parse_json_arg(a.cfg, "train"), "train")
     prompts = read_prompt_file(a.prompts)
     trainer = Trainer(load_backbone(a.model, options=_model_options(a)), cfg, Path(a.ckpt_dir), prompts)
-    summary = trainer.run(resume=not a.no_resume)
+    live = None
+    if trainer.accel.is_main_process:  # only the main process of a multi-GPU run talks to the server
+        from dataclasses import asdict
+
+        from tafs.config import redact
+        from tafs.tracking.live import Target, training_run
+
+        live = training_run(Target.parse(a.tracking), a.out, redact(asdict(cfg)))
+    summary = trainer.run(resume=not a.no_resume, on_iteration=live.log if live else None)
     trainer.export(Path(a.out), {**summary, "base_model": a.model, "prompts": a.prompts})
+    if live is not None:
+        live.close()
     log.info("trained %d iterations in %.0f s -> %s", summary["iterations"], summary["wall_s"], a.out)
 
 
@@ -198,6 +219,9 @@ def build_parser(delegated: dict) -> argparse.ArgumentParser:
     s.add_argument("--cfg", default="{}", help="JSON of the `eval` config (with the task's metrics and reward kwargs)")
     s.add_argument("--out", required=True, help="folder; each NFE writes nfe{N}/metrics.json and grid.png")
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--tracking", default=os.environ.get("TAFS_TRACKING"),
+                   help="JSON {uri, experiment, results}: log to an MLflow server live (default: $TAFS_TRACKING, "
+                        "which the DAG sets when config `tracking.uri` names a server)")
     s.set_defaults(fn=cmd_evaluate)
 
     s = sub.add_parser("evaluate-pipeline", help="an evaluation-only model (Table 1 baseline) through its own "
@@ -211,6 +235,9 @@ def build_parser(delegated: dict) -> argparse.ArgumentParser:
     s.add_argument("--baseline", default="{}", help="JSON of the baseline's settings (guidance, resolution, ...)")
     s.add_argument("--out", required=True, help="folder; each NFE writes nfe{N}/metrics.json and grid.png")
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--tracking", default=os.environ.get("TAFS_TRACKING"),
+                   help="JSON {uri, experiment, results}: log to an MLflow server live (default: $TAFS_TRACKING, "
+                        "which the DAG sets when config `tracking.uri` names a server)")
     s.set_defaults(fn=cmd_evaluate_pipeline)
 
     s = sub.add_parser("train", help="GRPO training (TAFS-GRPO or a baseline) of a LoRA adapter")
@@ -225,6 +252,9 @@ def build_parser(delegated: dict) -> argparse.ArgumentParser:
     s.add_argument("--expect-gpus", type=int, default=0, metavar="N",
                    help="fail at start unless the job has exactly N GPUs (one per process under accelerate); "
                         "0 (default) = CPU, nothing checked")
+    s.add_argument("--tracking", default=os.environ.get("TAFS_TRACKING"),
+                   help="JSON {uri, experiment, results}: log to an MLflow server live (default: $TAFS_TRACKING, "
+                        "which the DAG sets when config `tracking.uri` names a server)")
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("free-port", help="print a free TCP port (accelerate's --main_process_port)")

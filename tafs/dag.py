@@ -167,6 +167,24 @@ class Plan:
     def train_summaries(self) -> list[str]:
         return [str(self.layout.train_summary(run, s)) for run in self.grid.runs for s in self.config["seeds"]]
 
+    # -- MLflow ---------------------------------------------------------------------------------------
+    def tracking_uri(self) -> str:
+        """The MLflow server the jobs log to live (`tracking.uri`), else the DAG's single-writer SQLite store."""
+        return (self.config.get("tracking") or {}).get("uri") or self.layout.mlflow_uri
+
+    def tracking_target(self) -> str | None:
+        """The JSON that tells jobs where to log live (the server, this config's experiment, the results root),
+        or None without a server. Jobs get it through the environment (TAFS_TRACKING), not a rule parameter:
+        as a parameter, any config change would re-run every job."""
+        uri = (self.config.get("tracking") or {}).get("uri")
+        if not uri:
+            return None
+        from tafs.config import redact
+        from tafs.tracking.payload import experiment_name
+
+        return json.dumps({"uri": uri, "experiment": experiment_name(redact(self.config)),
+                           "results": str(self.layout.root)})
+
     # -- job resources (config `resources:`; docs/cluster.md) --------------------------------------
     def stage_resources(self, stage: str) -> dict[str, Any]:
         """Snakemake resources of a stage group in config `resources:` (pretrain, train, eval, default).

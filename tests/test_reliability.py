@@ -130,6 +130,7 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[dict, str]]:
         "resources": ({"resources": {"train": {"gpu": -1}}}, "resources.train.gpu: -1 is less than the minimum"),
         "baseline nfe": ({"baselines": {"x": {"model": str(garbled_index), "nfe": [0]}}},
                          "baselines.x.nfe.0: 0 is less than the minimum of 1"),
+        "tracking uri": ({"tracking": {"uri": "localhost:5000"}}, "tracking.uri: 'localhost:5000' does not match"),
         "hub model": ({"model": {"pretrained": {"hub": "not a repo!"}}}, "model.pretrained.hub: 'not a repo!'"),
     }
 

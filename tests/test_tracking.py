@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 CONFIG = {"results": "results", "seeds": [0, 1], "train": {"lr": 3e-4, "method": {"sampler": "annealed"}}}
 N_ITERS = 5
-N_RUNS = 8  # config, pretrain, 2 train, 3 evals, report
+N_RUNS = 8  # config, the base model (its pretraining), 2 train, 3 evals, report
 REWARD_KEY = "reward/toy_dense/step2_mean"
 
 
@@ -151,13 +151,19 @@ def test_one_finished_run_per_stage(ingested):
     _, _, client, exp_id, _ = ingested
     runs = _runs(client, exp_id)
     assert set(runs) == {
-        "config", "pretrain", "report",
+        "config", "model/base", "report",
         "train/tafs_grpo/seed0", "train/flow_grpo/seed1",
         "eval/base/ode/nfe4", "eval/runs/tafs_grpo/seed0/annealed/nfe4", "eval/runs/flow_grpo/seed1/annealed/nfe4",
     }
     for key, run in runs.items():
         assert run.info.status == "FINISHED"
-        assert run.info.run_name == key
+        assert run.info.run_name == {"model/base": "Base model", "report": "report: Tables 1-7, Figure 4",
+                                     "train/tafs_grpo/seed0": "tafs_grpo · seed 0",
+                                     "train/flow_grpo/seed1": "flow_grpo · seed 1",
+                                     "eval/base/ode/nfe4": "Base · ode · 4 NFE",
+                                     "eval/runs/tafs_grpo/seed0/annealed/nfe4": "tafs_grpo · seed 0 · annealed · 4 NFE",
+                                     "eval/runs/flow_grpo/seed1/annealed/nfe4": "flow_grpo · seed 1 · annealed · 4 NFE",
+                                     }.get(key, key)
         assert re.fullmatch(r"[0-9a-f]{64}", run.data.tags["tafs.fingerprint"])
         assert run.data.tags["git_commit"] == "unknown" or re.fullmatch(r"[0-9a-f]{40}", run.data.tags["git_commit"])
 
@@ -219,7 +225,7 @@ def test_artifacts_logged(ingested):
     local = client.download_artifacts(runs["config"].info.run_id, "config.json")
     assert json.loads(Path(local).read_text()) == CONFIG
     assert runs["config"].data.params["train.method.sampler"] == "annealed"
-    assert runs["pretrain"].data.metrics["final_loss"] == 0.01
+    assert runs["model/base"].data.metrics["final_loss"] == 0.01  # the base's own run: its pretraining
 
 
 def test_reingest_creates_nothing(ingested, monkeypatch):
@@ -304,3 +310,17 @@ def test_flatten_and_clean_key(tmp_path):
     assert clean_key("a//b/../c:d?") == "a/b/__/c_d_"
     assert clean_key("x" * 300) == "x" * 250
     assert git_commit(tmp_path) == "unknown"
+
+
+def test_runs_are_nested_under_their_model(ingested):
+    """Each model's run holds its evaluations; the experiment opens on its runs (a model-training experiment)."""
+    _, _, client, exp_id, _ = ingested
+    runs = _runs(client, exp_id)
+    parent = {k: r.data.tags.get("mlflow.parentRunId") for k, r in runs.items()}
+    assert parent["eval/base/ode/nfe4"] == runs["model/base"].info.run_id
+    assert parent["eval/runs/tafs_grpo/seed0/annealed/nfe4"] == runs["train/tafs_grpo/seed0"].info.run_id
+    assert parent["eval/runs/flow_grpo/seed1/annealed/nfe4"] == runs["train/flow_grpo/seed1"].info.run_id
+    assert all(parent[k] is None for k in ("config", "report", "model/base", "train/tafs_grpo/seed0"))
+    assert client.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    hits = client.search_runs([exp_id], "tags.method = 'tafs_grpo' and tags.nfe = '4'")
+    assert [r.data.tags["tafs.key"] for r in hits] == ["eval/runs/tafs_grpo/seed0/annealed/nfe4"]

@@ -24,16 +24,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tafs.hashing import config_hash
 from tafs.io import read_json, write_json
-from tafs.tracking.payload import Stage, experiment_name, fingerprint, git_commit
+from tafs.tracking.payload import common_tags, experiment_name
 from tafs.tracking.stages import discover
-from tafs.tracking.store import create_run, ensure_sqlite_parent, existing_runs, fast_sqlite, get_experiment
-
-if TYPE_CHECKING:
-    from mlflow.tracking import MlflowClient
+from tafs.tracking.store import ensure_sqlite_parent, existing_runs, fast_sqlite, get_experiment
+from tafs.tracking.sync import sync_stages
 
 log = logging.getLogger("tafs.tracking")
 
@@ -48,9 +46,9 @@ def ingest(
 ) -> dict[str, Any]:
     """Mirror ``results`` into experiment ``tafs-<config hash>`` at ``uri``; returns the counts.
 
-    Runs whose ``tafs.key`` exists with the same fingerprint are skipped; those whose sources changed
-    (or that never finished) are deleted and re-created; duplicates of a key are deleted. Runs whose
-    result files are gone are kept and listed as ``stale``.
+    Runs whose ``tafs.key`` exists with the same fingerprint are skipped; live runs that jobs left open are
+    completed; those whose sources changed (or that never finished) are deleted and re-created; duplicates of a
+    key are deleted. Runs whose result files are gone are kept and listed as ``stale`` (``tafs.tracking.sync``).
     """
     from mlflow.tracking import MlflowClient
 
@@ -58,6 +56,7 @@ def ingest(
     if not results.is_dir():
         raise FileNotFoundError(f"results folder not found: {results.resolve()}")
     t0 = time.perf_counter()
+    check_server(uri)
     ensure_sqlite_parent(uri)
     chash = config_hash(config)
     name = experiment_name(config)
@@ -66,13 +65,13 @@ def ingest(
         "tafs.results": str(results.resolve()),
         "mlflow.note.content": f"TAFS-GRPO pipeline results for config {chash[:10]} (see the 'config' run).",
     }
-    common = {"git_commit": git_commit(repo)}
-    common["mlflow.source.git.commit"] = common["git_commit"]
+    common = common_tags(repo)
     stages = discover(results, config)
     with fast_sqlite():
         client = MlflowClient(tracking_uri=uri)
-        exp_id = get_experiment(client, name, results / "mlflow" / "artifacts", exp_tags)
-        counts, stale = sync_runs(client, exp_id, stages, results, common, progress)
+        local = not uri.startswith(("http://", "https://"))  # a server keeps the artifacts where it is told to
+        exp_id = get_experiment(client, name, results / "mlflow" / "artifacts" if local else None, exp_tags)
+        counts, stale = sync_stages(client, exp_id, stages, results, common, progress)
         total = sum(len(runs) for runs in existing_runs(client, exp_id).values())
     summary = {
         **counts,
@@ -83,43 +82,37 @@ def ingest(
         "experiment_name": name,
         "config_hash": chash,
         "tracking_uri": uri,
+        "ui_page": ui_page(exp_id),
         "wall_s": round(time.perf_counter() - t0, 3),
     }
     log.info(
-        "mlflow-ingest %s: %d created, %d replaced, %d skipped, %d runs in total (%.1f s)",
-        name, counts["created"], counts["replaced"], counts["skipped"], total, summary["wall_s"],
+        "mlflow-ingest %s: %d created, %d replaced, %d completed, %d skipped, %d runs in total (%.1f s)",
+        name, counts["created"], counts["replaced"], counts["completed"], counts["skipped"], total, summary["wall_s"],
     )
+    log.info("browse: %s", f"{uri.rstrip('/')}/{summary['ui_page']}" if not local else
+             f"mlflow ui --backend-store-uri {uri} --port 5000, then http://127.0.0.1:5000/{summary['ui_page']}")
     return summary
 
 
-def sync_runs(
-    client: MlflowClient,
-    exp_id: str,
-    stages: list[Stage],
-    results: Path,
-    common_tags: dict[str, str],
-    progress: bool,
-) -> tuple[dict[str, int], list[str]]:
-    """Skip, replace or create one run per stage; returns the counts and the stale keys."""
-    from tqdm import tqdm
+def check_server(uri: str, timeout_s: float = 10.0) -> None:
+    """Fail in seconds, not after the MLflow client's minutes of retries, when a tracking server is down."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.request
 
-    have = existing_runs(client, exp_id)
-    counts = {"created": 0, "skipped": 0, "replaced": 0}
-    for stage in tqdm(stages, desc="mlflow-ingest", unit="run", disable=not progress):
-        fp = fingerprint(stage.sources, results, stage.extra_fingerprint)
-        old = have.pop(stage.key, [])
-        keep = next(
-            (r for r in old if r.data.tags.get("tafs.fingerprint") == fp and r.info.status == "FINISHED"), None
-        )
-        for r in old:
-            if r is not keep:
-                client.delete_run(r.info.run_id)
-        if keep is not None:
-            counts["skipped"] += 1
-            continue
-        create_run(client, exp_id, stage, fp, common_tags)
-        counts["replaced" if old else "created"] += 1
-    return counts, sorted(have)
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
+            return
+    except OSError as e:
+        raise ConnectionError(
+            f"MLflow server {uri} (config tracking.uri) is not reachable ({getattr(e, 'reason', e)}): start it "
+            "(docs/cluster.md, 'Live curves'), then re-run the same command; only mlflow_ingest will run") from e
+
+
+def ui_page(experiment_id: str) -> str:
+    """The experiment's runs page in the MLflow UI. MLflow 3's UI opens experiments in its GenAI view unless the
+    URL (or a click on "Model training", remembered by the browser) asks for the model-training one."""
+    return f"#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,11 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     config_path = Path(a.config)
     if not config_path.is_file():
-        raise SystemExit(f"mlflow-ingest: config JSON not found: {config_path.resolve()}")
+        raise SystemExit(f"error: mlflow-ingest: config JSON not found: {config_path.resolve()}")
     try:
         summary = ingest(a.results, a.uri, read_json(config_path), progress=not a.no_progress)
-    except FileNotFoundError as e:
-        raise SystemExit(f"mlflow-ingest: {e}") from e
+    except (FileNotFoundError, ConnectionError) as e:
+        raise SystemExit(f"error: mlflow-ingest: {e}") from e
     write_json(a.out, summary)
     return 0
 

@@ -34,6 +34,7 @@ class Payload:
     artifacts: list[tuple[Path, str | None]] = field(default_factory=list)  # (file, artifact dir)
     start_ms: int | None = None
     end_ms: int | None = None
+    curves: set[str] = field(default_factory=set)  # metric keys logged per step (a training run's curves)
 
 
 @dataclass
@@ -46,6 +47,8 @@ class Stage:
     build: Callable[[Path], Payload]  # called with a scratch folder for generated artifacts
     tags: dict[str, str] = field(default_factory=dict)  # identity tags (wildcards), known without reading
     extra_fingerprint: str = ""  # content that is not a file (the config run's canonical JSON)
+    parent: str | None = None  # key of the run it is nested under (a model's run holds its evaluations)
+    name: str | None = None  # the run name the UI shows (default: the key)
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,3 +143,9 @@ def git_commit(repo: Path | None = None) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() or "unknown"
+
+
+def common_tags(repo: Path | None = None) -> dict[str, str]:
+    """Tags of every run: the commit of the code that made the results."""
+    commit = git_commit(repo)
+    return {"git_commit": commit, "mlflow.source.git.commit": commit}

@@ -1,4 +1,10 @@
-"""Discovery: a results folder (``tafs.paths.Layout``) -> the stage instances to mirror into MLflow."""
+"""Discovery: a results folder (``tafs.paths.Layout``) -> the stage instances to mirror into MLflow.
+
+The runs are nested the way a researcher compares them: every model is a top-level run (``model/base``, each
+``train/<run>/seed<S>``, each ``model/baselines/<name>``) holding its evaluation runs (one per sampler and NFE);
+``report`` holds the tables, Figure 4 and the report; ``config`` and ``scorer`` stand beside them. Tags
+(``method``, ``label``, ``seed``, ``sampler``, ``nfe``, ``model_kind``) make "method = X and nfe = 8" a filter.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from typing import Any
 
 from tafs.hashing import canonical_json
 from tafs.io import read_json, read_jsonl
-from tafs.paths import EvalEntry, Layout
+from tafs.paths import EvalEntry, Layout, ModelRef
 from tafs.tracking.payload import (MAX_TAG_VAL_LENGTH, Payload, Stage, param_str, mtime_ms, stage_times, clean_key,
                                    is_number, numeric_leaves, params_from, scalar_infos)
 
@@ -26,6 +32,15 @@ def config_stage(config: dict[str, Any]) -> Stage:
         return Payload(params=params_from(config), artifacts=[(tmp, None)])
 
     return Stage("config", "config", [], build, extra_fingerprint=canonical_json(config))
+
+
+def model_stage(key: str, name: str, path: Path | None, tags: dict[str, str]) -> Stage:
+    """A model's own run (the base, a baseline): what made it (the toy base's pretraining metrics) when known."""
+    if path is not None and path.is_file():
+        stage = json_stage(key, "model", path)
+        stage.tags, stage.name = tags, name
+        return stage
+    return Stage(key, "model", [], lambda _scratch: Payload(), tags=tags, extra_fingerprint=key, name=name)
 
 
 def json_stage(key: str, rule: str, path: Path) -> Stage:
@@ -59,7 +74,7 @@ def training_curves(rows: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
     return by_iter
 
 
-def train_stage(run: str, seed: int, folder: Path) -> Stage:
+def train_stage(run: str, seed: int, folder: Path, label: str | None = None) -> Stage:
     summary = folder / "train_summary.json"
     curves = folder / "metrics.jsonl"
 
@@ -75,11 +90,13 @@ def train_stage(run: str, seed: int, folder: Path) -> Stage:
         params = {**scalar_infos(data), **params_from(config)}
         start, end = stage_times(summary, data.get("wall_s"))
         artifacts = [(p, None) for p in (summary, curves) if p.exists()]
-        return Payload(params=params, metrics=metrics, artifacts=artifacts, start_ms=start, end_ms=end)
+        return Payload(params=params, metrics=metrics, artifacts=artifacts, start_ms=start, end_ms=end,
+                       curves=curve_keys)
 
     key = f"train/{run}/seed{seed}"
     sources = [p for p in (summary, curves) if p.exists()]
-    return Stage(key, "train", sources, build, tags={"method": run, "seed": str(seed)})
+    tags = {"method": run, "label": label or run, "seed": str(seed), "model_kind": "run"}
+    return Stage(key, "train", sources, build, tags=tags, name=f"{label or run} · seed {seed}")
 
 
 def eval_metrics(data: dict[str, Any]) -> list[tuple[str, float, int]]:
@@ -148,33 +165,64 @@ def report_stage(layout: Layout) -> Stage | None:
         end = max(mtime_ms(f) for f, _ in files)
         return Payload(artifacts=files, start_ms=end, end_ms=end)
 
-    return Stage("report", "report", [f for f, _ in files], build)
+    return Stage("report", "report", [f for f, _ in files], build, name="report: Tables 1-7, Figure 4")
 
 
-def eval_entry_stage(entry: EvalEntry) -> Stage:
-    """An evaluation point of any model (base, run at a seed, baseline), keyed by its place in the layout."""
+def model_key(model: ModelRef) -> str:
+    """The key of a model's own run: the training run of a trained model, ``model/<...>`` otherwise."""
+    return f"train/{model.name}/seed{model.seed}" if model.kind == "run" else f"model/{model.key}"
+
+
+def eval_entry_stage(entry: EvalEntry, labels: dict[str, str] | None = None) -> Stage:
+    """An evaluation point of any model (base, run at a seed, baseline), nested under the model's run."""
     model = entry.model
-    tags = {"model_kind": model.kind, "sampler": entry.sampler, "nfe": str(entry.nfe)}
+    label = (labels or {}).get(model.name, model.name if model.kind != "base" else "Base")
+    tags = {"model_kind": model.kind, "label": label, "sampler": entry.sampler, "nfe": str(entry.nfe)}
     if model.kind == "run":
         tags.update(method=model.name, seed=str(model.seed))
     elif model.kind == "baseline":
         tags.update(baseline=model.name)
     rule = "eval_run" if model.kind == "run" else f"eval_{model.kind}"
-    return eval_stage(f"eval/{model.key}/{entry.sampler}/nfe{entry.nfe}", rule, entry.folder, tags)
+    stage = eval_stage(f"eval/{model.key}/{entry.sampler}/nfe{entry.nfe}", rule, entry.folder, tags)
+    seed = f" · seed {model.seed}" if model.kind == "run" else ""
+    stage.parent, stage.name = model_key(model), f"{label}{seed} · {entry.sampler} · {entry.nfe} NFE"
+    return stage
+
+
+def model_stages(layout: Layout, models: list[ModelRef], labels: dict[str, str]) -> list[Stage]:
+    """The own runs of the base and of evaluation-only models (trained models' runs are their training runs)."""
+    out: dict[str, Stage] = {}
+    for m in models:
+        if m.kind == "base":
+            out["base"] = model_stage("model/base", "Base model", layout.base_model / "pretrain_metrics.json",
+                                      {"model_kind": "base", "label": "Base"})
+        elif m.kind == "baseline":
+            label = labels.get(m.name, m.name)
+            out[m.key] = model_stage(f"model/{m.key}", label, None,
+                                     {"model_kind": "baseline", "baseline": m.name, "label": label})
+    return [out[k] for k in sorted(out)]
+
+
+def labels_of(layout: Layout) -> dict[str, str]:
+    """Run and baseline labels from grid.json (names as they are when it does not exist yet)."""
+    if not layout.grid_json.is_file():
+        return {}
+    g = read_json(layout.grid_json)
+    out = {name: r.get("label", name) for name, r in (g.get("runs") or {}).items()}
+    out.update({name: b.get("label", name) for name, b in (g.get("baselines") or {}).items()})
+    return out
 
 
 def discover(results: Path, config: dict[str, Any]) -> list[Stage]:
-    """All stage instances present in ``results/``, in pipeline order."""
-    layout = Layout(results)
+    """All stage instances present in ``results/``, parents before their children."""
+    layout, labels = Layout(results), labels_of(Layout(results))
     stages = [config_stage(config)]
-    for key, rule, path in (
-        ("pretrain", "pretrain", layout.base_model / "pretrain_metrics.json"),
-        ("scorer", "scorer", layout.scorer_model / "scorer_metrics.json"),
-    ):
-        if path.is_file():
-            stages.append(json_stage(key, rule, path))
-    stages += [train_stage(run, seed, folder) for run, seed, folder in layout.finished_runs()]
-    stages += [eval_entry_stage(entry) for entry in layout.finished_evals()]
+    if (layout.scorer_model / "scorer_metrics.json").is_file():
+        stages.append(json_stage("scorer", "scorer", layout.scorer_model / "scorer_metrics.json"))
+    evals = list(layout.finished_evals())
+    stages += model_stages(layout, [ModelRef.base()] + [e.model for e in evals if e.model.kind == "baseline"], labels)
+    stages += [train_stage(run, seed, folder, labels.get(run)) for run, seed, folder in layout.finished_runs()]
+    stages += [eval_entry_stage(entry, labels) for entry in evals]
     report = report_stage(layout)
     if report is not None:
         stages.append(report)

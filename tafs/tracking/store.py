@@ -55,13 +55,29 @@ def fast_sqlite() -> Iterator[None]:
         event.remove(Engine, "connect", on_connect)
 
 
-def get_experiment(client: MlflowClient, name: str, artifact_root: Path, tags: dict[str, str]) -> str:
-    """Id of experiment ``name``, created (artifacts under ``artifact_root``) or restored as needed."""
+# MLflow 3 opens a "custom model development" experiment on its runs (not on the GenAI traces overview).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def get_experiment(client: MlflowClient, name: str, artifact_root: Path | None, tags: dict[str, str]) -> str:
+    """Id of experiment ``name``, created (artifacts under ``artifact_root``, or where a tracking server keeps
+    them when None) or restored as needed; several jobs may ask at once."""
+    from mlflow.exceptions import MlflowException
+
+    tags = {**EXPERIMENT_KIND, **tags}
     exp = client.get_experiment_by_name(name)
     if exp is None:
-        artifact_root.mkdir(parents=True, exist_ok=True)
-        exp_id = client.create_experiment(name, artifact_location=artifact_root.resolve().as_uri(), tags=tags)
-    else:
+        location = None
+        if artifact_root is not None:
+            artifact_root.mkdir(parents=True, exist_ok=True)
+            location = artifact_root.resolve().as_uri()
+        try:
+            return client.create_experiment(name, artifact_location=location, tags=tags)
+        except MlflowException:  # another job created it first
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if exp is not None:
         exp_id = exp.experiment_id
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp_id)
@@ -112,28 +128,41 @@ def batches(
         )
 
 
-def create_run(client: MlflowClient, exp_id: str, stage: Stage, fp: str, common_tags: dict[str, str]) -> str:
-    """Create, fill and finish one run; returns its id.
+def stage_tags(stage: Stage, common_tags: dict[str, str], payload: Payload | None = None,
+               parent_id: str | None = None) -> dict[str, str]:
+    tags = {**common_tags, **stage.tags, **(payload.tags if payload else {}), "rule": stage.rule,
+            "tafs.key": stage.key}
+    if parent_id:
+        tags["mlflow.parentRunId"] = parent_id
+    return {k: v[:MAX_TAG_VAL_LENGTH] for k, v in tags.items()}
+
+
+def create_run(client: MlflowClient, exp_id: str, stage: Stage, fp: str, common_tags: dict[str, str],
+               parent_id: str | None = None) -> str:
+    """Create, fill and finish one run (nested under ``parent_id``); returns its id.
 
     The fingerprint tag is written last, just before FINISHED, so a run interrupted halfway is never
     mistaken for a complete one by the next ingest (which replaces it).
     """
     with tempfile.TemporaryDirectory(prefix="tafs-ingest-") as scratch:
-        return _create_run(client, exp_id, stage, stage.build(Path(scratch)), fp, common_tags)
+        payload = stage.build(Path(scratch))
+        end = payload.end_ms or int(time.time() * 1000)
+        run = client.create_run(exp_id, start_time=payload.start_ms or end, run_name=stage.name or stage.key,
+                                tags=stage_tags(stage, common_tags, payload, parent_id))
+        finish_run(client, run.info.run_id, payload, fp)
+        return run.info.run_id
 
 
-def _create_run(
-    client: MlflowClient, exp_id: str, stage: Stage, payload: Payload, fp: str, common_tags: dict[str, str]
-) -> str:
-    now = int(time.time() * 1000)
-    end = payload.end_ms or now
-    tags = {**common_tags, **stage.tags, **payload.tags, "rule": stage.rule, "tafs.key": stage.key}
-    tags = {k: v[:MAX_TAG_VAL_LENGTH] for k, v in tags.items()}
-    run = client.create_run(exp_id, start_time=payload.start_ms or end, tags=tags, run_name=stage.key)
-    run_id = run.info.run_id
+def finish_run(client: MlflowClient, run_id: str, payload: Payload, fp: str, skip_params: set[str] = frozenset(),
+               skip_steps: set[int] = frozenset()) -> None:
+    """Log ``payload`` into a run, then its fingerprint, then FINISHED. ``skip_params`` are already logged;
+    curve points at ``skip_steps`` too (a live run completed after its job)."""
+    end = payload.end_ms or int(time.time() * 1000)
+    params = {k: v for k, v in payload.params.items() if k not in skip_params}
+    metrics = [m for m in payload.metrics if not (m[0] in payload.curves and m[2] in skip_steps)]
     try:
-        for metrics, params, batch_tags in batches(payload.params, payload.metrics, {}, end):
-            client.log_batch(run_id, metrics=metrics, params=params, tags=batch_tags, synchronous=True)
+        for batch_metrics, batch_params, batch_tags in batches(params, metrics, {}, end):
+            client.log_batch(run_id, metrics=batch_metrics, params=batch_params, tags=batch_tags, synchronous=True)
         for path, artifact_dir in payload.artifacts:
             client.log_artifact(run_id, str(path), artifact_dir)
         client.set_tag(run_id, "tafs.fingerprint", fp, synchronous=True)
@@ -141,6 +170,5 @@ def _create_run(
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
-    return run_id
 
 

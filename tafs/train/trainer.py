@@ -16,7 +16,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -256,8 +256,10 @@ class Trainer:
         return ppo_clip_loss(logp, traj.log_probs[mb, j], weights[mb, j], self.cfg.clip_eps, kl, self.cfg.beta)
 
     # -- the run -----------------------------------------------------------------------------------
-    def run(self, resume: bool = True, stop_after: int | None = None) -> dict:
-        """Train to ``cfg.iterations`` (or stop early after ``stop_after`` iterations, for tests)."""
+    def run(self, resume: bool = True, stop_after: int | None = None,
+            on_iteration: Callable[[dict], None] | None = None) -> dict:
+        """Train to ``cfg.iterations`` (or stop early after ``stop_after`` iterations, for tests); the main
+        process hands every iteration's row to ``on_iteration`` (live tracking)."""
         resumed = resume and self.try_resume()
         mpath = self.ckpt_dir / "metrics.jsonl"
         if not resumed and mpath.exists():
@@ -272,6 +274,8 @@ class Trainer:
             done += 1
             if self.accel.is_main_process:
                 append_jsonl(mpath, row)
+                if on_iteration is not None:
+                    on_iteration(row)
             bar.update(1)
             bar.set_postfix(reward=f"{row[f'reward/{next(iter(self.rewards))}/final_mean']:.3f}")
             if self.iteration % self.cfg.checkpoint_every == 0 or self.iteration == self.cfg.iterations:

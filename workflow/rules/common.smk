@@ -1,6 +1,7 @@
 # Shared by the rules: everything comes from tafs.dag.Plan (built once, validated before any job runs) and
 # the results layout tafs.paths.Layout. Rules only wire paths and call `python -m tafs <stage>`.
 import json
+import os
 import re
 import shlex
 import sys
@@ -14,6 +15,8 @@ try:
 except ConfigError as e:  # bad config or input file: one clear message, no job starts, nothing is written
     sys.exit(f"error: {e}")
 L = PLAN.layout
+if PLAN.tracking_target():  # jobs (local and on Slurm, --export=ALL) find the MLflow server here
+    os.environ["TAFS_TRACKING"] = PLAN.tracking_target()
 R = str(L.root)
 GRID = PLAN.grid  # every training run and which table row it fills (tafs/grid.py)
 BASE = ModelRef.base()

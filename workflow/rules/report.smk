@@ -56,7 +56,7 @@ rule mlflow_ingest:
     output:
         str(L.mlflow_dir / "ingest.json"),
     params:
-        uri=L.mlflow_uri,
+        uri=PLAN.tracking_uri(),  # the MLflow server of `tracking.uri`, else results/mlflow.db
     localrule: True
     log:
         str(L.log("mlflow_ingest.log")),
