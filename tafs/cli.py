@@ -197,6 +197,12 @@ def _task_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--tasks", default="{}", help="JSON of the config's `tasks:` section (user tasks)")
 
 
+def _tracking_arg(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--tracking", default=os.environ.get("TAFS_TRACKING"),
+                   help="JSON {uri, experiment, results}: log to an MLflow server live (default: $TAFS_TRACKING, "
+                        "which the DAG sets when config `tracking.uri` names a server)")
+
+
 def build_parser(delegated: dict) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tafs", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -219,9 +225,7 @@ def build_parser(delegated: dict) -> argparse.ArgumentParser:
     s.add_argument("--cfg", default="{}", help="JSON of the `eval` config (with the task's metrics and reward kwargs)")
     s.add_argument("--out", required=True, help="folder; each NFE writes nfe{N}/metrics.json and grid.png")
     s.add_argument("--threads", type=int, default=1)
-    s.add_argument("--tracking", default=os.environ.get("TAFS_TRACKING"),
-                   help="JSON {uri, experiment, results}: log to an MLflow server live (default: $TAFS_TRACKING, "
-                        "which the DAG sets when config `tracking.uri` names a server)")
+    _tracking_arg(s)
     s.set_defaults(fn=cmd_evaluate)
 
     s = sub.add_parser("evaluate-pipeline", help="an evaluation-only model (Table 1 baseline) through its own "
@@ -235,9 +239,7 @@ def build_parser(delegated: dict) -> argparse.ArgumentParser:
     s.add_argument("--baseline", default="{}", help="JSON of the baseline's settings (guidance, resolution, ...)")
     s.add_argument("--out", required=True, help="folder; each NFE writes nfe{N}/metrics.json and grid.png")
     s.add_argument("--threads", type=int, default=1)
-    s.add_argument("--tracking", default=os.environ.get("TAFS_TRACKING"),
-                   help="JSON {uri, experiment, results}: log to an MLflow server live (default: $TAFS_TRACKING, "
-                        "which the DAG sets when config `tracking.uri` names a server)")
+    _tracking_arg(s)
     s.set_defaults(fn=cmd_evaluate_pipeline)
 
     s = sub.add_parser("train", help="GRPO training (TAFS-GRPO or a baseline) of a LoRA adapter")
@@ -252,9 +254,7 @@ def build_parser(delegated: dict) -> argparse.ArgumentParser:
     s.add_argument("--expect-gpus", type=int, default=0, metavar="N",
                    help="fail at start unless the job has exactly N GPUs (one per process under accelerate); "
                         "0 (default) = CPU, nothing checked")
-    s.add_argument("--tracking", default=os.environ.get("TAFS_TRACKING"),
-                   help="JSON {uri, experiment, results}: log to an MLflow server live (default: $TAFS_TRACKING, "
-                        "which the DAG sets when config `tracking.uri` names a server)")
+    _tracking_arg(s)
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("free-port", help="print a free TCP port (accelerate's --main_process_port)")

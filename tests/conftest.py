@@ -12,6 +12,13 @@ from tafs.models.backbone import Backbone, Cond
 
 torch.set_num_threads(1)
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The Slurm test runs last. It installs Slurm's client tools and stops its cluster at the end; from then on
+    every `snakemake` start waits 10 s in the Slurm executor plugin's `scontrol show config` (which times out
+    without a controller), which would add minutes to the DAG tests that come after it."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/test_slurm.py"))
+
+
 TINY = dict(layers=1, heads=2, head_dim=8, text_dim=16, text_layers=1, text_heads=2)
 
 
