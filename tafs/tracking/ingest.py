@@ -69,7 +69,7 @@ def ingest(
     stages = discover(results, config)
     with fast_sqlite():
         client = MlflowClient(tracking_uri=uri)
-        local = not uri.startswith(("http://", "https://"))  # a server keeps the artifacts where it is told to
+        local = not is_server(uri)  # a server keeps the artifacts where it is told to
         exp_id = get_experiment(client, name, results / "mlflow" / "artifacts" if local else None, exp_tags)
         counts, stale = sync_stages(client, exp_id, stages, results, common, progress)
         total = sum(len(runs) for runs in existing_runs(client, exp_id).values())
@@ -94,9 +94,13 @@ def ingest(
     return summary
 
 
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
 def check_server(uri: str, timeout_s: float = 10.0) -> None:
     """Fail in seconds, not after the MLflow client's minutes of retries, when a tracking server is down."""
-    if not uri.startswith(("http://", "https://")):
+    if not is_server(uri):
         return
     import urllib.request
 

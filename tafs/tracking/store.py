@@ -55,7 +55,8 @@ def fast_sqlite() -> Iterator[None]:
         event.remove(Engine, "connect", on_connect)
 
 
-# MLflow 3 opens a "custom model development" experiment on its runs (not on the GenAI traces overview).
+# Marks the experiment as model training. MLflow 3.17's UI still opens in its GenAI view unless the link asks for
+# the model-training one (tafs.tracking.ingest.ui_page); other MLflow versions and clients read this tag.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
@@ -77,13 +78,12 @@ def get_experiment(client: MlflowClient, name: str, artifact_root: Path | None, 
             exp = client.get_experiment_by_name(name)
             if exp is None:
                 raise
-    if exp is not None:
-        exp_id = exp.experiment_id
-        if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp_id)
-        for k, v in tags.items():
-            if exp.tags.get(k) != v:
-                client.set_experiment_tag(exp_id, k, v)
+    exp_id = exp.experiment_id
+    if exp.lifecycle_stage == "deleted":
+        client.restore_experiment(exp_id)
+    for k, v in tags.items():
+        if exp.tags.get(k) != v:
+            client.set_experiment_tag(exp_id, k, v)
     return exp_id
 
 
