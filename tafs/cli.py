@@ -33,11 +33,16 @@ def _model_options(a: argparse.Namespace):
 
 
 def cmd_prompts(a: argparse.Namespace) -> None:
-    from tafs.prompts import check_metadata, write_prompt_file
+    from tafs.prompts import check_metadata, read_prompt_file, write_prompt_file
     from tafs.rewards import registry
 
     task = _task(a)
-    prompts = task.load_prompts(a.split)
+    prompts = task.load_prompts(a.split, a.source or None)
+    if a.exclude:
+        held_out = {p.text for p in read_prompt_file(a.exclude)}
+        kept = [p for p in prompts if p.text not in held_out]
+        log.info("dropped %d %s prompts that are test prompts", len(prompts) - len(kept), a.split)
+        prompts = kept
     names = task.rewards if a.split == "train" else [m.reward for m in task.metrics]
     check_metadata(prompts, {n: registry.spec(n).needs for n in names}, f"task {task.name!r} ({a.split})")
     n = write_prompt_file(a.out, prompts)
@@ -166,8 +171,10 @@ def cmd_rewards(a: argparse.Namespace) -> None:
 
     for name in registry.available():
         spec = registry.spec(name)
-        needs = f" | needs metadata {list(spec.needs)}" if spec.needs else ""
-        print(f"{name:<14} {spec.description}{needs}")
+        extra = [f"scale: {spec.scale}"] if spec.scale else []
+        extra += [f"source: {spec.source}"] if spec.source else []
+        extra += [f"needs metadata {list(spec.needs)}"] if spec.needs else []
+        print(f"{name:<14} {spec.description}" + "".join(f" | {e}" for e in extra))
 
 
 # Stages whose module has its own argument parser: `python -m tafs <name> ...` == `python -m <module> ...`.
@@ -177,6 +184,8 @@ DELEGATED = {
     "compare-results": ("tafs.report.compare", "compare two results folders number by number"),
     "download": ("tafs.hub", "fetch a hub model into a folder (what the download rule runs; pre-fetching)"),
     "tiny-pipeline": ("tafs.models.tiny", "write a tiny random SD3 / Flux pipeline in the hub layout"),
+    "tiny-reward": ("tafs.rewards.tiny", "write a tiny random reward model (PickScore, HPSv2.1, ...) in its hub layout"),
+    "fetch-data": ("tafs.datafiles", "fetch a data file pinned by URL and sha256 (what the fetch_data rule runs)"),
 }
 
 
@@ -211,6 +220,9 @@ def build_parser(delegated: dict) -> argparse.ArgumentParser:
     s = sub.add_parser("prompts", help="write a task's prompt split as JSONL")
     _task_args(s)
     s.add_argument("--split", choices=["train", "test"], required=True)
+    s.add_argument("--source", default="", help="the split's prompt file (a user file, or a fetched remote one); "
+                   "default: the task's own file or generator")
+    s.add_argument("--exclude", default="", help="a prompt file whose prompts are dropped from this split")
     s.add_argument("--out", required=True)
     s.set_defaults(fn=cmd_prompts)
 

@@ -14,6 +14,7 @@ import shlex
 from typing import Any
 
 from tafs.config import ConfigError, deep_merge
+from tafs.datafiles import RemoteFile
 from tafs.grid import Grid, build_grid, eval_models, method_spec
 from tafs.hub import HubModel
 from tafs.paths import Layout, ModelRef
@@ -27,7 +28,7 @@ class Plan:
         self.config = config
         self.layout = Layout(config["results"])
         self.task: TaskSpec = tasks.from_config(config)
-        if self.task.prompt_files:  # a user task: its files exist now, so check them now
+        if self.task.local_files():  # a user task: its files exist now, so check them now
             check_prompt_files(self.task)
         self.grid: Grid = build_grid(config)
         self.sources = Sources(config, self.layout)
@@ -86,26 +87,40 @@ class Plan:
         return opts
 
     def prompt_sources(self, split: str) -> list[str]:
-        """The user's prompt file of a split (an input of the prompts rule, so edits re-run what follows)."""
-        return [self.task.prompt_files[split]] if self.task.prompt_files else []
+        """The prompt file of a split, if it has one (an input of the prompts rule, so edits re-run what
+        follows): the user's file, or where the fetch_data rule puts a remote one."""
+        file = self.task.prompt_files.get(split)
+        if file is None:
+            return []
+        return [str(file.local_path(self.sources.cache))] if isinstance(file, RemoteFile) else [file]
+
+    def prompt_excludes(self, split: str) -> list[str]:
+        """The test prompts the training split must not contain (a task with disjoint splits)."""
+        return [str(self.layout.prompts("test"))] if split == "train" and self.task.disjoint_splits else []
+
+    def data_files(self) -> dict[str, RemoteFile]:
+        """Every remote prompt file, by its file name under ``<hub.cache>/data``."""
+        return {f.name: f for f in self.task.remote_files().values()}
 
     def tasks_json(self) -> str:
         return quoted(self.config.get("tasks") or {})
 
     # -- rewards and their models -----------------------------------------------------------------
     def reward_kwargs(self) -> dict[str, dict]:
-        """Factory kwargs of every configured reward model, with `path` where the job finds the files
-        (`path: null` = the toy scorer the DAG trains; a hub model = its download)."""
+        """Factory kwargs of every configured reward model, each model the DAG provides replaced by its folder
+        (`path: null` = the toy scorer the DAG trains; `{hub: ...}` = its download; `{tiny: name}` = built)."""
         models = self.config.get("reward_models") or {}
-        return {name: {**kw, "path": self.sources.reward_path(name)} if "path" in kw else dict(kw)
-                for name, kw in models.items()}
+        return {name: self.sources.reward_kwargs(name, kw or {}) for name, kw in models.items()}
+
+    def tiny_rewards(self) -> list[str]:
+        return self.sources.tiny_rewards()
 
     def uses_dag_scorer(self) -> bool:
-        return any(m is None for m in self.sources.rewards.values())
+        return self.sources.uses_toy_scorer()
 
     def reward_inputs(self, names) -> list[str]:
         """The model folders the DAG makes (trained scorer, downloads) for the rewards ``names``."""
-        return sorted({self.sources.reward_path(n) for n in names if self.sources.built_by_dag(n)})
+        return sorted({f for n in names for f in self.sources.reward_outputs(n)})
 
     def eval_reward_names(self) -> list[str]:
         return [m.reward for m in self.task.metrics]
@@ -115,7 +130,9 @@ class Plan:
         kwargs = self.reward_kwargs()
         names = self.eval_reward_names()
         section = {k: v for k, v in self.config["eval"].items() if k != "resolution"}  # a model option
+        averaged = self.task.category_averaged()
         return {**section, "metrics": self.task.eval_rewards(), "chance": self.task.chance,
+                **({"category_mean": averaged} if averaged else {}),
                 "reward_kwargs": {n: kwargs[n] for n in names if n in kwargs}}
 
     def train_cfg(self, run: str, seed: int) -> dict[str, Any]:

@@ -7,6 +7,8 @@ which task it evaluates.
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -22,7 +24,9 @@ from tafs.prompts import Prompt, by_category, check_metadata
 from tafs.rewards.base import Reward
 from tafs.sampling.annealed import sample_annealed
 from tafs.sampling.ode import sample_ode
-from tafs.stats import by_category as stats_by_category, mean_ci
+from tafs.stats import by_category as stats_by_category, category_mean_ci, mean_ci
+
+log = logging.getLogger(__name__)
 
 SAMPLERS = ("ode", "annealed")
 
@@ -40,6 +44,7 @@ class EvalConfig:
     cfg_scale: float = 1.0
     shift: float | None = None  # the samplers' time shift; None: the model's own
     metrics: dict = field(default_factory=dict)  # metric key -> reward name (the task's metrics)
+    category_mean: list = field(default_factory=list)  # metric keys averaged over categories (GenEval overall)
     reward_kwargs: dict = field(default_factory=dict)  # reward name -> factory kwargs (config reward_models)
     chance: str | None = None  # "module:function(prompts, seed)": the task's chance levels, if it has any
 
@@ -88,15 +93,24 @@ def build_rewards(cfg: EvalConfig) -> dict[str, Reward]:
     return {key: built[name] for key, name in cfg.metrics.items()}
 
 
-def summarize(prompts: Sequence[Prompt], images: torch.Tensor, rewards: Mapping[str, Reward]) -> dict:
+def summarize(prompts: Sequence[Prompt], images: torch.Tensor, rewards: Mapping[str, Reward],
+              category_mean: Sequence[str] = ()) -> dict:
     """Each metric: mean with its 95 % CI over images, and per category when the prompts have categories."""
     texts, meta = [p.text for p in prompts], [p.metadata for p in prompts]
     cats = [p.category for p in prompts]
     out = {}
     for key, fn in rewards.items():
         vals = [float(v) for v in fn(texts, meta, images)]
-        out[key] = {**mean_ci(vals, "normal").as_dict(),
-                    "by_category": stats_by_category(cats, vals) if None not in cats else {}}
+        ok = [i for i, v in enumerate(vals) if not math.isnan(v)]  # NaN: the reward could not score it
+        vals, kept_cats = [vals[i] for i in ok], [cats[i] for i in ok]
+        overall = category_mean_ci(kept_cats, vals) if key in category_mean and None not in cats else \
+            mean_ci(vals, "normal")
+        out[key] = {**overall.as_dict(),
+                    "by_category": stats_by_category(kept_cats, vals) if None not in cats else {}}
+        if len(ok) < len(texts):
+            out[key]["invalid"] = len(texts) - len(ok)  # reported in the tables' notes, never scored
+            log.warning("metric %s: %d of %d images could not be scored (excluded from the mean)", key,
+                        len(texts) - len(ok), len(texts))
     return out
 
 
@@ -123,7 +137,7 @@ def evaluate(images_fn: ImagesFn, prompts: Sequence[Prompt], cfg: EvalConfig, mo
     images = images_fn([p.text for p in chosen], cfg, progress)
     wall = time.time() - t0
     metrics = {"model": model_name, "sampler": cfg.sampler, "nfe": cfg.nfe, "n": len(chosen),
-               "metrics": summarize(chosen, images, rewards)}
+               "metrics": summarize(chosen, images, rewards, cfg.category_mean)}
     chance = _chance(cfg.chance)
     if chance is not None:
         metrics["chance"] = chance(chosen, cfg.seed)

@@ -97,6 +97,10 @@ class Layout:
     def scorer_model(self) -> Path:
         return self.root / "models" / "clip_scorer"
 
+    def tiny_reward(self, name: str) -> Path:
+        """A tiny random reward model the DAG builds (`{tiny: name}`; tafs.rewards.tiny)."""
+        return self.root / "models" / "tiny_rewards" / name
+
     # -- training ---------------------------------------------------------------------------------
     def run_dir(self, run: str, seed: int | str) -> Path:
         return self.root / "runs" / run / f"seed{seed}"

@@ -25,6 +25,35 @@ class Tiny:
     family: str
 
 
+@dataclass(frozen=True)
+class TinyReward:
+    """A tiny random reward model the DAG builds (tafs.rewards.tiny): CPU smoke runs of the real loaders."""
+
+    name: str
+
+
+_NOT_A_MODEL = object()  # a reward kwarg that is an option, not a model the DAG provides
+
+
+def parse_reward_model(reward: str, key: str, value: Any) -> Any:
+    """A reward kwarg that names a model the DAG provides: `path: null` (the toy scorer), `{hub: ...}` or
+    `{tiny: name}`. Strings stay as they are (a local folder or a hub id the reward itself resolves)."""
+    where = f"reward_models.{reward}.{key}"
+    if key == "path" and not value:
+        return None
+    if not isinstance(value, Mapping):
+        return _NOT_A_MODEL
+    if "tiny" in value:
+        from tafs.rewards.tiny import names
+
+        if set(value) != {"tiny"} or value["tiny"] not in names():
+            raise ConfigError(f"{where}: {{tiny: name}} takes one of {names()}, got {value!r}")
+        return TinyReward(value["tiny"])
+    if "hub" in value:
+        return parse_model(value, where)
+    return _NOT_A_MODEL
+
+
 Source = str | HubModel | Tiny | None
 
 
@@ -67,16 +96,18 @@ class Sources:
                                     parse_model(lora, f"baselines.{name}.lora.model") if lora is not None else None)
             for comp, spec in (entry.get("components") or {}).items():
                 self.components[(name, comp)] = parse_model(spec.get("model"), f"baselines.{name}.components.{comp}")
-        self.rewards: dict[str, str | HubModel | None] = {}
+        # (reward, kwarg) -> a model the DAG provides: None (`path: null`, the toy scorer), a download, a tiny model
+        self.reward_models: dict[tuple[str, str], HubModel | TinyReward | None] = {}
         for name, kwargs in (config.get("reward_models") or {}).items():
-            if "path" in kwargs:
-                p = kwargs["path"]
-                self.rewards[name] = None if not p else parse_model(p, f"reward_models.{name}.path")
+            for key, value in (kwargs or {}).items():
+                model = parse_reward_model(name, key, value)
+                if model is not _NOT_A_MODEL:
+                    self.reward_models[(name, key)] = model
 
     def downloads(self) -> dict[str, HubModel]:
         """Every hub model, by its folder name under the cache."""
         found = [self.base, *(m for pair in self.baselines.values() for m in pair), *self.components.values(),
-                 *self.rewards.values()]
+                 *self.reward_models.values()]
         return {m.name: m for m in found if isinstance(m, HubModel)}
 
     def path(self, model: str | HubModel) -> str:
@@ -88,13 +119,28 @@ class Sources:
             return str(self.layout.base_model)
         return self.path(self.base)
 
-    def reward_path(self, name: str) -> str | None:
-        """Where a reward model's files are (the DAG-trained toy scorer for `path: null`); None: not a path."""
-        if name not in self.rewards:
-            return None
-        model = self.rewards[name]
-        return str(self.layout.scorer_model) if model is None else self.path(model)
+    def reward_model_path(self, model: HubModel | TinyReward | None) -> str:
+        """Where a job finds a reward model the DAG provides."""
+        if model is None:
+            return str(self.layout.scorer_model)
+        if isinstance(model, TinyReward):
+            from tafs.rewards.tiny import model_folder
 
-    def built_by_dag(self, name: str) -> bool:
-        """Whether a reward model's folder is made by this DAG (a training or a download rule)."""
-        return name in self.rewards and not isinstance(self.rewards[name], str)
+            return str(model_folder(model.name, self.layout.tiny_reward(model.name)))
+        return self.path(model)
+
+    def reward_kwargs(self, name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """A reward's factory kwargs with every model the DAG provides replaced by its folder."""
+        return {k: self.reward_model_path(self.reward_models[(name, k)]) if (name, k) in self.reward_models else v
+                for k, v in kwargs.items()}
+
+    def reward_outputs(self, name: str) -> list[str]:
+        """The folders the DAG makes (toy scorer, downloads, tiny models) that reward ``name`` reads."""
+        return [str(self.layout.tiny_reward(m.name)) if isinstance(m, TinyReward) else self.reward_model_path(m)
+                for (reward, _), m in self.reward_models.items() if reward == name]
+
+    def tiny_rewards(self) -> list[str]:
+        return sorted({m.name for m in self.reward_models.values() if isinstance(m, TinyReward)})
+
+    def uses_toy_scorer(self) -> bool:
+        return any(m is None for m in self.reward_models.values())

@@ -69,6 +69,19 @@ def _normal(values: list[float]) -> Stat:
     return Stat(m, Z95 * math.sqrt(var / n), n)
 
 
+def category_mean_ci(categories: Sequence[str], values: Sequence[float]) -> Stat:
+    """The mean of the per-category means (GenEval's overall score: each tag counts once, whatever its number
+    of prompts), with the stratified normal CI: var = sum_c s_c^2 / n_c / C^2."""
+    groups: dict[str, list[float]] = defaultdict(list)
+    for c, v in zip(categories, values):
+        groups[c].append(float(v))
+    if not groups:
+        return Stat(NAN, NAN, 0)
+    means = [sum(v) / len(v) for v in groups.values()]
+    var = sum(float(np.var(v, ddof=1)) / len(v) if len(v) > 1 else 0.0 for v in groups.values()) / len(groups) ** 2
+    return Stat(sum(means) / len(means), Z95 * math.sqrt(var), len(values))
+
+
 def by_category(categories: Sequence[str], values: Sequence[float]) -> dict[str, dict[str, float]]:
     """``{category: {mean, ci95, n}}`` (normal CI) over the values of each category, sorted by name."""
     groups: dict[str, list[float]] = defaultdict(list)

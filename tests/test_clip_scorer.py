@@ -63,20 +63,20 @@ def test_saved_folder_round_trips_through_the_registry(trained, saved, batch):
     texts, images = batch
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json"):
         assert (saved / name).exists(), name
-    loaded = build("clip", path=str(saved))
+    loaded = build("clip", path=str(saved), scale=1.0)
     expected = trained[0].reward().score(texts, images)
     torch.testing.assert_close(loaded(texts, [{}] * len(texts), images), expected, atol=1e-5, rtol=0)
 
 
 def test_scores_are_cosines_of_shape_n_and_deterministic(saved, batch):
     texts, images = batch
-    reward = build("clip", path=str(saved), batch_size=4)  # several image and text chunks
+    reward = build("clip", path=str(saved), batch_size=4, scale=1.0)  # several image and text chunks
     s = reward(texts, [{}] * len(texts), images)
     assert s.shape == (len(texts),) and s.dtype == torch.float32
     assert bool(((s >= -1) & (s <= 1)).all())
     assert s.std() > 0  # not a constant
     torch.testing.assert_close(reward.score(texts, images), s, atol=0, rtol=0)  # cached text features
-    torch.testing.assert_close(build("clip", path=str(saved)).score(texts, images), s, atol=1e-6, rtol=0)
+    torch.testing.assert_close(build("clip", path=str(saved), scale=1.0).score(texts, images), s, atol=1e-6, rtol=0)
     # the same image scored against two prompts gives each its own score (texts are not mixed up)
     pair = reward.score([texts[0], texts[1]], images[:1].expand(2, -1, -1, -1))
     torch.testing.assert_close(pair[0], s[0], atol=1e-6, rtol=0)
@@ -86,7 +86,7 @@ def test_scores_are_cosines_of_shape_n_and_deterministic(saved, batch):
 
 def test_other_image_sizes_are_resized(saved, batch):
     texts, images = batch
-    reward = build("clip", path=str(saved))
+    reward = build("clip", path=str(saved), scale=1.0)
     base = reward.score(texts, images)
     big = images.repeat_interleave(2, dim=-1).repeat_interleave(2, dim=-2)  # 64 px, same picture
     scaled = reward.score(texts, big)
@@ -111,7 +111,7 @@ def test_bad_path_names_the_path(tmp_path):
 
 def test_mismatched_inputs_raise(saved, batch):
     texts, images = batch
-    reward = build("clip", path=str(saved))
+    reward = build("clip", path=str(saved), scale=1.0)
     with pytest.raises(ValueError, match="one of each per sample"):
         reward(texts[:-1], [{}] * (len(texts) - 1), images)
     with pytest.raises(ValueError, match="one of each per sample"):
@@ -150,7 +150,7 @@ def test_cli_writes_a_loadable_scorer_with_metrics(tmp_path, batch):
     assert set(m["ranking_test"]["by_category"]) == set(CATEGORIES)
     assert m["config"]["vision_layers"] == 1
     texts, images = batch
-    assert build("clip", path=str(out)).score(texts, images).shape == (len(texts),)
+    assert build("clip", path=str(out), scale=1.0).score(texts, images).shape == (len(texts),)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left behind
     with pytest.raises(ConfigError, match="no_such_key"):
         main(["--cfg", '{"no_such_key": 1}', "--out", str(tmp_path / "x")])

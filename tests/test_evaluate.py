@@ -41,6 +41,24 @@ def test_summarize_by_hand():
     assert no_cats["bright"]["by_category"] == {}
 
 
+def test_unscored_images_are_counted_not_averaged():
+    """A reward's NaN (e.g. a judge's unparsable answer) is excluded from the mean and reported as `invalid`;
+    a category-averaged metric is the mean of the category means (GenEval's overall)."""
+    prompts = [Prompt(t, category=c) for t, c in (("a", "x"), ("b", "x"), ("c", "x"), ("d", "y"))]
+    images = torch.zeros(4, 3, 2, 2)
+
+    def judge(texts, meta, imgs):
+        return torch.tensor([1.0, float("nan"), 0.0, 1.0])
+
+    out = summarize(prompts, images, {"j": judge, "k": judge}, category_mean=["k"])
+    assert out["j"]["invalid"] == 1 and out["j"]["n"] == 3 and out["j"]["mean"] == pytest.approx(2 / 3)
+    assert out["j"]["by_category"]["x"] == pytest.approx({"mean": 0.5, "ci95": 1.96 * 0.5 ** 0.5 / 2 ** 0.5, "n": 2})
+    # category mean: (0.5 + 1.0) / 2; stratified CI: 1.96 sqrt((0.5 / 2 + 0) / 2^2)
+    assert out["k"]["mean"] == pytest.approx(0.75) and out["k"]["ci95"] == pytest.approx(1.96 * (0.25 / 4) ** 0.5)
+    none = summarize(prompts[:1], images[:1], {"j": lambda t, m, i: torch.tensor([float("nan")])})["j"]
+    assert none["invalid"] == 1 and none["n"] == 0 and none["mean"] != none["mean"]  # NaN: nothing scored
+
+
 def test_toy_task_evaluation_writes_metrics_chance_and_grid(tiny_model_dir, tmp_path):
     """The toy task's metrics (checker's strict/dense scores by name) and its chance levels, through the
     generic evaluator; the same noise for the same image index whatever the NFE."""

@@ -386,3 +386,13 @@ def test_cli_train_bad_key(tiny_model_dir, tmp_path, prompt_file, cfg, needle):
     assert needle in res.stderr, res.stderr
     assert "Traceback" not in res.stderr, res.stderr  # a clean message, not a crash
     assert not out.exists()
+
+
+def test_a_training_reward_that_cannot_score_stops_training():
+    """NaN scores (an unparsable judge answer) would poison a group's advantages: the trainer refuses them."""
+    from tafs.train.trainer import finite
+
+    ok = torch.tensor([0.5, 1.0])
+    assert finite("r", ok) is ok
+    with pytest.raises(RuntimeError, match="reward 'unifiedreward' could not score 1 of 3 images"):
+        finite("unifiedreward", torch.tensor([1.0, float("nan"), 2.0]))

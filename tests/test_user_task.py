@@ -152,8 +152,8 @@ def test_bad_input_fails_before_any_job_and_changes_nothing(wf, case):
         cfg["tasks"]["my_shapes"]["rewards"] = {"toy_dens": 1.0}
         needle = "tasks.my_shapes.rewards: unknown reward(s) ['toy_dens']"
     else:
-        cfg["tasks"]["my_shapes"]["metrics"]["strict"]["reward"] = "geneval"
-        needle = "tasks.my_shapes.metrics.strict.reward: unknown reward(s) ['geneval']"
+        cfg["tasks"]["my_shapes"]["metrics"]["strict"]["reward"] = "gen_eval"
+        needle = "tasks.my_shapes.metrics.strict.reward: unknown reward(s) ['gen_eval']"
     (wf / "bad.yaml").write_text(yaml.safe_dump(cfg))
     res = run_snakemake(wf, "--cores", "1", "--configfile", "bad.yaml")
     out = res.stdout + res.stderr

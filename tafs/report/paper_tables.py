@@ -14,8 +14,8 @@ from typing import Any
 
 from tafs.io import write_json
 from tafs.report.manifest import Manifest, load_manifest
-from tafs.report.results import (base_eval_stats, baseline_eval_stats, eval_keys, pearson_by_step, read_train_curves, run_eval_stats,
-                                 run_train_stats)
+from tafs.report.results import (base_eval_stats, baseline_eval_stats, eval_keys, pearson_by_step, read_train_curves,
+                                 run_eval_stats, run_train_stats, unscored)
 from tafs.report.table_model import (BASE_NOTE, Column, Table, is_missing, make_table, method_columns,
                                      metric_columns, seed_note, stat_cells, write_table)
 from tafs.stats import NAN, mean_ci
@@ -193,6 +193,16 @@ def _category_note(m: Manifest) -> str:
     return f", with {m.label(m.category_metric)} per prompt category"
 
 
+def unscored_note(m: Manifest, results: Path) -> str:
+    """" Unscored images ..." when a reward could not score some evaluation images (else "")."""
+    counts = unscored(results)
+    if not counts:
+        return ""
+    parts = [f"{m.label(k)} {bad} of {n}" for k, (bad, n) in counts.items()]
+    return (f" Images a reward could not score (e.g. no parsable answer), left out of the means: {', '.join(parts)} "
+            "over all evaluations; '-' where none could be scored.")
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -201,7 +211,9 @@ def write_all(grid_path: Path, results: Path, out_dir: Path, figure: Path | None
     """Every table (csv/md/tex) and ``captions.json`` under ``out_dir``; Figure 4 at ``figure``."""
     m = load_manifest(grid_path)
     tables = build_tables(m, results, reference)
+    note = unscored_note(m, results)
     for table in tables.values():
+        table.caption += note
         write_table(table, out_dir)
     captions = {name: t.caption for name, t in tables.items()}
     if figure is not None:

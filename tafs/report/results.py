@@ -135,3 +135,16 @@ def pearson_by_step(rows: list[dict], source: str) -> tuple[dict[tuple[str, int]
         raise ValueError(f"{source}: no 'reward/<R>/step<k>_pearson_final' keys in any iteration")
     means = {key: (float(np.mean(v)) if v else NAN) for key, v in values.items()}
     return means, max(final, 1 + max(k for _, k in means))
+
+
+def unscored(results: Path) -> dict[str, tuple[int, int]]:
+    """metric -> (images a reward could not score, images evaluated) over every evaluation of the folder: the
+    tables say so beside their means (e.g. a judge's unparsable answers), instead of hiding it."""
+    counts: dict[str, list[int]] = {}
+    for path in sorted(Path(results, "eval").rglob("metrics.json")):
+        data = read_required_json(path, "the unscored-images note")
+        for key, entry in data.get("metrics", {}).items():
+            c = counts.setdefault(key, [0, 0])
+            c[0] += int(entry.get("invalid", 0))
+            c[1] += int(data.get("n", 0))
+    return {k: (bad, n) for k, (bad, n) in counts.items() if bad}

@@ -14,7 +14,8 @@ import torch
 
 class Reward(Protocol):
     """Scores (N,) on the CPU (float32 or float64) for N images (N, 3, H, W) in [0, 1] of N prompts with their
-    metadata."""
+    metadata. NaN marks an image the reward could not score (e.g. a judge's unparsable answer): evaluations
+    count and report those, training refuses them; a reward never substitutes a made-up score."""
 
     def __call__(self, prompts: Sequence[str], metadata: Sequence[Mapping], images: torch.Tensor) -> torch.Tensor:
         ...
@@ -28,6 +29,8 @@ class RewardSpec:
     description: str  # one line, for `python -m tafs rewards`
     needs: tuple[str, ...] = ()  # metadata keys every prompt must carry
     percent: bool = False  # a fraction in [0, 1] that tables show in %
+    scale: str = ""  # the score's scale and typical range, for `python -m tafs rewards` (e.g. "100 x cosine, ~26-30")
+    source: str = ""  # where its model comes from by default (a hub id, "in-process", "toy checker")
 
 
 def check_batch(prompts: Sequence[str], metadata: Sequence[Mapping], images: torch.Tensor) -> None:

@@ -1,36 +1,57 @@
-"""CLIP score as a reward: cosine similarity of a ``CLIPModel``'s image and text embeddings.
+"""CLIP score as a reward: ``scale`` x cosine similarity of a ``CLIPModel``'s image and text embeddings.
 
-One code path for every CLIP-like scorer: ``openai/clip-vit-large-patch14`` from the hub on a
-cluster, or the toy world's learned scorer, which the DAG trains and saves in the same folder layout
-(``CLIPModel`` + tokenizer + ``CLIPImageProcessor``). Images are preprocessed in torch from the
-processor's settings instead of going through PIL, so a batch never leaves the device.
+One code path for every transformers CLIP-like scorer: ``openai/clip-vit-large-patch14`` from the hub
+on a cluster, PickScore (``tafs.rewards.pickscore``, the same classes with another scale), or the toy
+world's learned scorer, which the DAG trains and saves in the same folder layout (``CLIPModel`` +
+tokenizer + ``CLIPImageProcessor``). Images are preprocessed in torch from the processor's settings
+instead of going through PIL, so a batch never leaves the device.
+
+The paper's CLIP score is 100 x cosine (~26-30 for SD3/Flux images); ``ClipScorer.score`` itself stays
+the plain cosine (the toy scorer is trained and ranked on it), and the factory's ``scale`` multiplies it.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from tafs.rewards import runtime
 from tafs.rewards.base import RewardSpec, check_batch
 
+DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 # PIL resample codes (as stored in preprocessor_config.json) -> torch interpolation modes.
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
-# A hub repository id: "name" or "owner/name" (anything else that does not exist is a missing folder).
-_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 
-def _size_pair(size: dict | int, where: str) -> tuple[int, int]:
+def _size_get(size, key: str) -> int | None:
+    """A field of a processor size: a plain dict (older transformers) or a ``SizeDict`` (transformers 5)."""
+    value = size.get(key) if hasattr(size, "get") else None
+    return None if value is None else int(value)
+
+
+def _size_pair(size, where: str) -> tuple[int, int]:
     if isinstance(size, int):
         return size, size
-    if "height" in size and "width" in size:
-        return int(size["height"]), int(size["width"])
-    if "shortest_edge" in size:
-        return int(size["shortest_edge"]), int(size["shortest_edge"])
+    h, w, short = _size_get(size, "height"), _size_get(size, "width"), _size_get(size, "shortest_edge")
+    if h is not None and w is not None:
+        return h, w
+    if short is not None:
+        return short, short
     raise ValueError(f"{where}: unsupported size {size!r}")
+
+
+def _resize_target(size, h: int, w: int) -> tuple[int, int]:
+    """The resized (height, width): the short side to ``shortest_edge`` and the long side truncated, as
+    transformers' ``get_resize_output_image_size`` does; or a fixed (height, width)."""
+    short = None if isinstance(size, int) else _size_get(size, "shortest_edge")
+    if short is None:
+        return _size_pair(size, "size")
+    if h <= w:
+        return short, int(short * w / h)
+    return int(short * h / w), short
 
 
 def _interpolation(resample) -> str:
@@ -41,38 +62,41 @@ def _interpolation(resample) -> str:
         return "bicubic"
 
 
+def resize(x: torch.Tensor, target: tuple[int, int], mode: str = "bicubic") -> torch.Tensor:
+    """Antialiased resize of float images in [0, 1], clamped back to [0, 1]: bicubic overshoots at hard edges
+    (the toy world's shapes), and PIL's uint8 output clamps there too."""
+    if tuple(x.shape[-2:]) == tuple(target):
+        return x
+    if mode == "nearest":
+        return F.interpolate(x, size=target, mode=mode)
+    return F.interpolate(x, size=target, mode=mode, antialias=True, align_corners=False).clamp(0, 1)
+
+
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - mean_t) / std_t
+
+
 def preprocess(images: torch.Tensor, processor) -> torch.Tensor:
     """Images (N, 3, H, W) in [0, 1] -> the model's pixel values, as ``CLIPImageProcessor`` does it.
 
     Resize (antialiased) so the short side matches ``size``, centre-crop to ``crop_size``, then
     normalise with ``image_mean``/``image_std``. Rescaling (1/255) is skipped: inputs are already in
-    [0, 1]. The resize is clamped to [0, 1] because bicubic overshoots at the toy world's hard edges.
+    [0, 1].
     """
     x = images.float()
-    crop_h, crop_w = _size_pair(processor.crop_size, "crop_size") if processor.do_center_crop else (None, None)
     if processor.do_resize:
-        size = processor.size
-        if isinstance(size, dict) and "shortest_edge" in size:
-            short = int(size["shortest_edge"])
-            h, w = x.shape[-2:]
-            scale = short / min(h, w)
-            target = (max(short, round(h * scale)), max(short, round(w * scale)))
-        else:
-            target = _size_pair(size, "size")
-        if tuple(x.shape[-2:]) != target:
-            mode = _interpolation(processor.resample)
-            x = F.interpolate(x, size=target, mode=mode, antialias=mode != "nearest",
-                              **({} if mode == "nearest" else {"align_corners": False})).clamp(0, 1)
-    if crop_h is not None:
+        x = resize(x, _resize_target(processor.size, *x.shape[-2:]), _interpolation(processor.resample))
+    if processor.do_center_crop:
+        crop_h, crop_w = _size_pair(processor.crop_size, "crop_size")
         h, w = x.shape[-2:]
         if h < crop_h or w < crop_w:
             raise ValueError(f"image {h}x{w} is smaller than the crop {crop_h}x{crop_w} (do_resize is off)")
         top, left = (h - crop_h) // 2, (w - crop_w) // 2
         x = x[..., top:top + crop_h, left:left + crop_w]
     if processor.do_normalize:
-        mean = torch.tensor(processor.image_mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(processor.image_std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        x = (x - mean) / std
+        x = normalize(x, processor.image_mean, processor.image_std)
     return x
 
 
@@ -88,7 +112,7 @@ class ClipScorer:
     """
 
     def __init__(self, model, tokenizer, processor, device: str | torch.device = "cpu", batch_size: int = 256):
-        self.model = model.to(device).eval()
+        self.model = model.to(device).eval()  # grads stay as they are: the toy scorer is trained in between
         self.tokenizer = tokenizer
         self.processor = processor
         self.device = torch.device(device)
@@ -128,28 +152,81 @@ class ClipScorer:
         return sims.clamp(-1, 1).to("cpu", torch.float32)
 
 
-def load_clip(path: str, device: str | torch.device = "cpu", batch_size: int = 256) -> ClipScorer:
-    """Load model, tokenizer and image processor from a local folder or a hub id."""
-    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+class ScaledScorer:
+    """A reward: ``factor`` x a ``ClipScorer``'s cosine (CLIP score: 100; PickScore: logit_scale.exp() / scale)."""
 
+    def __init__(self, scorer: ClipScorer, factor: float):
+        self.scorer = scorer
+        self.factor = float(factor)
+
+    def __call__(self, prompts: Sequence[str], metadata: Sequence[Mapping], images: torch.Tensor) -> torch.Tensor:
+        check_batch(prompts, metadata, images)
+        return self.score(list(prompts), images)
+
+    def score(self, texts: list[str], images: torch.Tensor) -> torch.Tensor:
+        return self.scorer.score(texts, images) * self.factor
+
+
+def _key_path(path: str) -> str:
+    """One cache key per model: a local folder by its resolved path, a hub id as given."""
     p = Path(path)
-    if not p.exists() and (p.is_absolute() or str(path).startswith(".") or not _HUB_ID.match(str(path))):
-        raise FileNotFoundError(f"clip reward: no model folder at {path!r} (and not a hub id)")
+    return str(p.resolve()) if p.exists() else str(path)
+
+
+def load_parts(path: str, reward: str, processor: str | None = None, device: torch.device | str = "cpu",
+               dtype: torch.dtype = torch.float32, auto_model: bool = False) -> tuple:
+    """(model, tokenizer, image processor) from ``path`` (model) and ``processor`` (tokenizer and image
+    processor; default: ``path``). They are loaded separately, not through ``AutoProcessor``, which picks its
+    class from a model config and returns a bare tokenizer for a folder of processor files without one."""
+    from transformers import AutoModel, AutoTokenizer, CLIPImageProcessor, CLIPModel
+
+    path = runtime.check_source(path, reward)
+    processor = path if processor is None else runtime.check_source(processor, reward)
     try:
-        model = CLIPModel.from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        processor = CLIPImageProcessor.from_pretrained(path)
+        model = (AutoModel if auto_model else CLIPModel).from_pretrained(path, dtype=dtype)
     except (OSError, ValueError) as e:
-        raise OSError(f"clip reward: cannot load a CLIP model from {path!r}: {e}") from e
-    return ClipScorer(model, tokenizer, processor, device=device, batch_size=batch_size)
+        raise OSError(f"{reward} reward: cannot load a CLIP model from {path!r}: {e}") from e
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(processor)
+        image_processor = CLIPImageProcessor.from_pretrained(processor)
+    except (OSError, ValueError) as e:
+        raise OSError(f"{reward} reward: cannot load a CLIP tokenizer and image processor from "
+                      f"{processor!r}: {e}") from e
+    return model.to(device).eval().requires_grad_(False), tokenizer, image_processor
 
 
-def clip(path: str, device: str = "cpu", batch_size: int = 256) -> ClipScorer:
-    """CLIP score (cosine similarity) of a ``CLIPModel`` at ``path`` (local folder or hub id)."""
-    return load_clip(path, device=device, batch_size=batch_size)
+def resident_scorer(path: str, reward: str, processor: str | None = None, device: str = "auto",
+                    dtype: str = "fp32", batch_size: int = 64, auto_model: bool = False) -> ClipScorer:
+    """A ``ClipScorer`` whose model is loaded once per process (``runtime.resident``), whatever the batch size.
+
+    Keyed by the folder's resolved path: a model rewritten in place during the process is not reloaded
+    (``runtime.clear_resident()`` forgets every loaded model)."""
+    dev = runtime.resolve_device(device)
+    torch_dtype = runtime.resolve_dtype(dtype, dev)
+    key = ("clip-family", _key_path(str(path)), None if processor is None else _key_path(str(processor)),
+           str(dev), str(torch_dtype), auto_model)
+    parts = runtime.resident(key, lambda: load_parts(path, reward, processor, dev, torch_dtype, auto_model))
+    return ClipScorer(*parts, device=dev, batch_size=batch_size)
+
+
+def load_clip(path: str, device: str | torch.device = "cpu", batch_size: int = 256,
+              dtype: str = "fp32") -> ClipScorer:
+    """A cosine ``ClipScorer`` of the ``CLIPModel`` at ``path`` (local folder or hub id), loaded once."""
+    return resident_scorer(str(path), "clip", device=str(device), dtype=dtype, batch_size=batch_size)
+
+
+def clip(path: str = DEFAULT_CLIP, device: str = "auto", dtype: str = "fp32", batch_size: int = 64,
+         scale: float = 100.0) -> ScaledScorer:
+    """CLIP score: ``scale`` x cosine of a ``CLIPModel`` at ``path`` (local folder or hub id).
+
+    ``scale`` 100 is the paper's CLIP score (~26-30); the toy world uses 1 (its scorer's plain cosine).
+    """
+    return ScaledScorer(load_clip(path, device=device, batch_size=batch_size, dtype=dtype), scale)
 
 
 REWARDS = {
-    "clip": RewardSpec("clip", clip, "CLIP score", "cosine similarity of a transformers CLIPModel's image and "
-                       "text embeddings (reward_models.clip.path: a folder in the hub layout or a hub id)"),
+    "clip": RewardSpec("clip", clip, "CLIP score", "scale x cosine similarity of a transformers CLIPModel's "
+                       "image and text embeddings (reward_models.clip.path: a folder in the hub layout or a hub "
+                       "id; scale 100 by default, the toy world uses 1)",
+                       scale="100 x cosine, ~26-30 (scale kwarg)", source=DEFAULT_CLIP),
 }

@@ -17,6 +17,12 @@ BUILTIN: dict[str, str] = {
     "toy_dense": "tafs.rewards.toy",
     "toy_correct": "tafs.rewards.toy",
     "clip": "tafs.rewards.clip_score",
+    "pickscore": "tafs.rewards.pickscore",
+    "hpsv2": "tafs.rewards.hpsv2",
+    "imagereward": "tafs.rewards.imagereward",
+    "geneval": "tafs.rewards.geneval.reward",
+    "geneval_score": "tafs.rewards.geneval.reward",
+    "unifiedreward": "tafs.rewards.unified_reward",
 }
 _EXTRA: dict[str, RewardSpec] = {}
 

@@ -46,8 +46,8 @@ def toy_correct() -> Reward:
 REWARDS = {
     "toy_dense": RewardSpec("toy_dense", toy_dense, "Dense score", "toy checker: fraction of the prompt's "
                             "constraints met, scaled down by extra objects (GenEval-style partial credit)",
-                            NEEDS, percent=True),
+                            NEEDS, percent=True, scale="fraction in [0, 1]", source="toy checker (in-process)"),
     "toy_correct": RewardSpec("toy_correct", toy_correct, "Strict acc.", "toy checker: 1 if every constraint "
                               "(objects, count, colours, relation) is met, else 0 (GenEval's strict score)",
-                              NEEDS, percent=True),
+                              NEEDS, percent=True, scale="1/0 an image", source="toy checker (in-process)"),
 }

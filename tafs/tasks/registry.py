@@ -15,6 +15,8 @@ BUILTIN: dict[str, str] = {
     "toy_preference": "tafs.tasks.toy",
     "toy_composition": "tafs.tasks.toy",
     "shapes_clip": "tafs.tasks.toy",
+    "geneval": "tafs.tasks.paper",
+    "pickapic": "tafs.tasks.paper",
 }
 # Modules whose ``COMMANDS`` ({name: (function(argv), help)}) add DAG stages to ``python -m tafs``: models
 # that a task's world builds itself (the toy base, the toy scorer).
@@ -33,7 +35,12 @@ def get(name: str, config: Mapping[str, Any] | None = None, where: str = "task")
     """Task ``name``: a user task of ``config['tasks']`` (it shadows a built-in one) or a built-in task."""
     user = (config or {}).get("tasks") or {}
     if name in user:
-        return user_task(name, user[name], f"tasks.{name}")
+        entry = user[name]
+        parent = entry.get("extends") if isinstance(entry, Mapping) else None
+        if parent is not None and parent not in BUILTIN:
+            raise ConfigError(f"tasks.{name}.extends: {parent!r} is not a built-in task; built-in: {sorted(BUILTIN)}")
+        base = importlib.import_module(BUILTIN[parent]).TASKS[parent] if parent else None
+        return user_task(name, entry, f"tasks.{name}", base)
     if name not in BUILTIN:
         raise ConfigError(f"{where}: unknown task {name!r}; available: {available(config)} "
                           "(`python -m tafs tasks` describes them; a task of your own goes under `tasks:`)")

@@ -41,6 +41,16 @@ log = logging.getLogger(__name__)
 PROMPT_SAMPLING = ("balanced", "uniform")
 
 
+def finite(name: str, scores: torch.Tensor) -> torch.Tensor:
+    """A training reward must score every image: a NaN (a judge's unparsable answer) would poison the group's
+    advantages, so it stops training with the count instead of being replaced by a made-up value."""
+    bad = int(torch.isnan(scores).sum())
+    if bad:
+        raise RuntimeError(f"reward {name!r} could not score {bad} of {len(scores)} images (NaN); it cannot be a "
+                           "training reward as configured (see its log lines for the raw answers)")
+    return scores
+
+
 @dataclass(frozen=True)
 class LoraConfig:
     rank: int = 32
@@ -148,6 +158,7 @@ class Trainer:
         self.prompts = list(prompts)
         self.rewards = {name: registry.build(name, **cfg.reward_kwargs.get(name, {})) for name in cfg.advantage.rewards}
         self.iteration = 0
+        self.reward_seconds: dict[str, float] = {}  # each reward's scoring time in the last iteration
         # The text encoders are frozen: each prompt is encoded once and kept off the accelerator (or, with
         # text_cache set, only the most recent ones; 0 = encode every batch).
         self.encode = TextEmbeddingCache(backbone, max_prompts=cfg.text_cache)
@@ -159,7 +170,12 @@ class Trainer:
         images = self.backbone.decode(x0_hats[:, 1:].flatten(0, 1), self.cfg.decode_chunk).float().cpu()
         rep = [p for p in prompts for _ in range(steps - 1)]
         texts, meta = [p.text for p in rep], [p.metadata for p in rep]
-        return {k: fn(texts, meta, images).float().reshape(n, steps - 1) for k, fn in self.rewards.items()}
+        out = {}
+        for k, fn in self.rewards.items():  # each reward model scores the whole K x B x G batch in one call
+            t = time.time()
+            out[k] = finite(k, fn(texts, meta, images)).float().reshape(n, steps - 1)
+            self.reward_seconds[k] = time.time() - t
+        return out
 
     # -- checkpoints -------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -214,7 +230,8 @@ class Trainer:
         t3 = time.time()
 
         row = {"iteration": it, **stats, "time_sample_s": t1 - t0, "time_reward_s": t2 - t1, "time_opt_s": t3 - t2,
-               "time_iter_s": t3 - t0, **self.method.nfe_accounting(), **reward_rows(rewards)}
+               "time_iter_s": t3 - t0, **{f"time_reward/{k}_s": v for k, v in self.reward_seconds.items()},
+               **self.method.nfe_accounting(), **reward_rows(rewards)}
         return row
 
     def optimise(self, traj, cond: Cond, weights: torch.Tensor, gen: torch.Generator) -> dict:

@@ -72,3 +72,22 @@ if PLAN.uses_dag_scorer():
             str(L.log("train_scorer.log")),
         shell:
             "python -m tafs train-scorer --cfg {params.cfg} --out {output} --threads {threads}" + LOGGED
+
+
+# Tiny random reward models of the real classes (`reward_models.<name>.path: {tiny: <model>}`): CPU smoke runs
+# of the real reward loaders (tafs.rewards.tiny).
+TINY_REWARDS = PLAN.tiny_rewards()
+
+if TINY_REWARDS:
+
+    rule tiny_reward:
+        output:
+            directory(str(L.tiny_reward("{model}"))),
+        wildcard_constraints:
+            model="|".join(map(re.escape, TINY_REWARDS)),
+        resources:
+            **PLAN.stage_resources("default"),
+        log:
+            str(L.log("tiny_reward", "{model}.log")),
+        shell:
+            "python -m tafs tiny-reward --model {wildcards.model} --out {output}" + LOGGED

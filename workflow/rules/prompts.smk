@@ -1,8 +1,29 @@
 # The task's prompt files (DESIGN §11): training and evaluation read them, so an edited file re-runs
-# what depends on it. A user task's own file is this rule's input.
+# what depends on it. A user task's own file is this rule's input; a remote one (URL + sha256) is fetched
+# first, on the host running Snakemake (compute nodes may have no network).
+DATA_FILES = PLAN.data_files()
+
+if DATA_FILES:
+
+    rule fetch_data:
+        output:
+            str(PLAN.sources.cache / "data" / "{name}"),
+        wildcard_constraints:
+            name="|".join(map(re.escape, DATA_FILES)),
+        params:
+            url=lambda wc: DATA_FILES[wc.name].url,
+            sha256=lambda wc: DATA_FILES[wc.name].sha256,
+        localrule: True
+        log:
+            str(L.log("fetch_data", "{name}.log")),
+        shell:
+            "python -m tafs fetch-data --url {params.url} --sha256 {params.sha256} --out {output}" + LOGGED
+
+
 rule prompts:
     input:
-        lambda wc: PLAN.prompt_sources(wc.split),
+        source=lambda wc: PLAN.prompt_sources(wc.split),
+        exclude=lambda wc: PLAN.prompt_excludes(wc.split),
     output:
         str(L.prompts("{split}")),
     wildcard_constraints:
@@ -16,4 +37,4 @@ rule prompts:
         str(L.log("prompts", "{split}.log")),
     shell:
         "python -m tafs prompts --task {params.task} --tasks {params.tasks} --split {wildcards.split} "
-        "--out {output}" + LOGGED
+        "--source '{input.source}' --exclude '{input.exclude}' --out {output}" + LOGGED
