@@ -60,7 +60,7 @@ def leaves(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 
 
 def _timing(key: str) -> bool:
-    return any(t in key.split("/")[-1] for t in TIME_KEYS)
+    return any(t in part for part in key.split("/")[-2:] for t in TIME_KEYS)  # e.g. time_reward/clip_s
 
 
 def compare_evals(old: Layout, new: Layout, rep: Report, tol: float) -> None:
