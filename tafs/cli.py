@@ -184,7 +184,7 @@ DELEGATED = {
     "compare-results": ("tafs.report.compare", "compare two results folders number by number"),
     "download": ("tafs.hub", "fetch a hub model into a folder (what the download rule runs; pre-fetching)"),
     "tiny-pipeline": ("tafs.models.tiny", "write a tiny random SD3 / Flux pipeline in the hub layout"),
-    "tiny-reward": ("tafs.rewards.tiny", "write a tiny random reward model (PickScore, HPSv2.1, ...) in its hub layout"),
+    "tiny-reward": ("tafs.rewards.tiny", "write a tiny random reward model (PickScore, HPSv2.1, ...), hub layout"),
     "fetch-data": ("tafs.datafiles", "fetch a data file pinned by URL and sha256 (what the fetch_data rule runs)"),
 }
 

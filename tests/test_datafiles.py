@@ -72,7 +72,8 @@ def test_geneval_metadata_lines_take_their_tag_as_category(tmp_path):
     """GenEval's own metadata files (no `category` key) read with the tag as the category."""
     rows = [{"tag": "counting", "include": [{"class": "cup", "count": 2}], "exclude": [{"class": "cup", "count": 3}],
              "prompt": "a photo of two cups"},
-            {"tag": "colors", "include": [{"class": "dog", "count": 1, "color": "red"}], "prompt": "a photo of a red dog"}]
+            {"tag": "colors", "include": [{"class": "dog", "count": 1, "color": "red"}],
+             "prompt": "a photo of a red dog"}]
     f = tmp_path / "evaluation_metadata.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
     prompts = tasks.get("geneval").load_prompts("test", source=f)

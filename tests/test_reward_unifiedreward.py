@@ -196,10 +196,11 @@ class FakeOpenAI(BaseHTTPRequestHandler):
 
     def do_POST(self):
         cls = type(self)
+        raw = self.rfile.read(int(self.headers["Content-Length"]))  # read first: an unread body can reset the socket
         if cls.busy_once:
             cls.busy_once = False
             return self._send(503, {"error": "warming up"})
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = json.loads(raw)
         cls.requests.append(body)
         problems = self._check(body)
         cls.errors += problems

@@ -105,7 +105,27 @@ def _pooled(out) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
-class ClipScorer:
+class CosineScorer:
+    """A reward from unit-norm embeddings: cosine(image, text) in [-1, 1]. Subclasses give ``text_embeddings``
+    and ``image_embeddings`` (normalised); ``score(texts, images)`` works without metadata."""
+
+    def text_embeddings(self, texts: list[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, prompts: Sequence[str], metadata: Sequence[Mapping], images: torch.Tensor) -> torch.Tensor:
+        check_batch(prompts, metadata, images)
+        return self.score(list(prompts), images)
+
+    def score(self, texts: list[str], images: torch.Tensor) -> torch.Tensor:
+        check_batch(texts, texts, images)
+        sims = (self.text_embeddings(list(texts)) * self.image_embeddings(images)).sum(-1)
+        return sims.clamp(-1, 1).to("cpu", torch.float32)
+
+
+class ClipScorer(CosineScorer):
     """A reward: cosine(image embedding, text embedding), in [-1, 1]; ``score(texts, images)`` without metadata.
 
     Text embeddings are cached per prompt: a GRPO group scores many images of one prompt.
@@ -142,14 +162,6 @@ class ClipScorer:
             out.append(F.normalize(_pooled(self.model.get_image_features(pixel_values=pix)).float(), dim=-1))
         return torch.cat(out)
 
-    def __call__(self, prompts: Sequence[str], metadata: Sequence[Mapping], images: torch.Tensor) -> torch.Tensor:
-        check_batch(prompts, metadata, images)
-        return self.score(list(prompts), images)
-
-    def score(self, texts: list[str], images: torch.Tensor) -> torch.Tensor:
-        check_batch(texts, texts, images)
-        sims = (self.text_embeddings(list(texts)) * self.image_embeddings(images)).sum(-1)
-        return sims.clamp(-1, 1).to("cpu", torch.float32)
 
 
 class ScaledScorer:

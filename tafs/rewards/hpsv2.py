@@ -20,14 +20,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from tafs.rewards import runtime
-from tafs.rewards.base import RewardSpec, check_batch
-from tafs.rewards.clip_score import normalize, resize
+from tafs.rewards.base import RewardSpec
+from tafs.rewards.clip_score import CosineScorer, normalize, resize
 
 DEFAULT_REPO = "xswu/HPSv2"
 CHECKPOINT = "HPS_v2.1_compressed.pt"
@@ -129,7 +129,7 @@ def load_hps(path: str, checkpoint: str, arch: str, device: torch.device, dtype:
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False), tokenizer
 
 
-class HpsScorer:
+class HpsScorer(CosineScorer):
     """A reward: HPSv2 cosine of an open_clip model; text features cached per prompt."""
 
     def __init__(self, model, tokenizer, device: torch.device, batch_size: int = 64):
@@ -159,14 +159,6 @@ class HpsScorer:
             out.append(self.model.encode_image(pix, normalize=True).float())
         return torch.cat(out)
 
-    def __call__(self, prompts: Sequence[str], metadata: Sequence[Mapping], images: torch.Tensor) -> torch.Tensor:
-        check_batch(prompts, metadata, images)
-        return self.score(list(prompts), images)
-
-    def score(self, texts: list[str], images: torch.Tensor) -> torch.Tensor:
-        check_batch(texts, texts, images)
-        sims = (self.text_embeddings(list(texts)) * self.image_embeddings(images)).sum(-1)
-        return sims.to("cpu", torch.float32)
 
 
 def hpsv2(path: str = DEFAULT_REPO, checkpoint: str = CHECKPOINT, arch: str = ARCH, device: str = "auto",

@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 
 from tafs.rewards.base import RewardSpec, check_batch
-from tafs.rewards.unified_reward_backends import IMAGE_TAG
 
 log = logging.getLogger("tafs.rewards.unifiedreward")
 
@@ -35,32 +34,22 @@ DEFAULT_SERVED_MODEL = "CodeGoat24/UnifiedReward-7b-v1.5"  # vLLM's served name 
 #   model card's point score for image generation; also inference_llava/image_generation/, with "<image>\n").
 # "flow_grpo": yifan123/flow_grpo, flow_grpo/rewards.py `unifiedreward_score_sglang` (= UnifiedReward's
 #   sglang_llava/sglang_inference.py): the text Flow-GRPO sends to its sglang server, "<image>\n" included.
+_CRITERIA = (  # the part both texts share
+    "You are given a text caption and a generated image based on that caption. Your task is to evaluate this "
+    "image based on two key criteria:\n"
+    "1. Alignment with the Caption: Assess how well this image aligns with the provided caption. Consider the "
+    "accuracy of depicted objects, their relationships, and attributes as described in the caption.\n"
+    "2. Overall Image Quality: Examine the visual quality of this image, including clarity, detail "
+    "preservation, color accuracy, and overall aesthetic appeal.\n"
+)
+_TASK = "Your task is provided as follows:\nText Caption: [{prompt}]"
 PROMPTS: dict[str, str] = {
-    "point": (
-        "You are given a text caption and a generated image based on that caption. Your task is to evaluate this "
-        "image based on two key criteria:\n"
-        "1. Alignment with the Caption: Assess how well this image aligns with the provided caption. Consider the "
-        "accuracy of depicted objects, their relationships, and attributes as described in the caption.\n"
-        "2. Overall Image Quality: Examine the visual quality of this image, including clarity, detail "
-        "preservation, color accuracy, and overall aesthetic appeal.\n"
+    "point": _CRITERIA + (
         "Extract key elements from the provided text caption, evaluate their presence in the generated image using "
         "the format: 'element (type): value' (where value=0 means not generated, and value=1 means generated), and "
-        "assign a score from 1 to 5 after 'Final Score:'.\n"
-        "Your task is provided as follows:\n"
-        "Text Caption: [{prompt}]"
-    ),
-    "flow_grpo": (
-        "<image>\n"
-        "You are given a text caption and a generated image based on that caption. Your task is to evaluate this "
-        "image based on two key criteria:\n"
-        "1. Alignment with the Caption: Assess how well this image aligns with the provided caption. Consider the "
-        "accuracy of depicted objects, their relationships, and attributes as described in the caption.\n"
-        "2. Overall Image Quality: Examine the visual quality of this image, including clarity, detail "
-        "preservation, color accuracy, and overall aesthetic appeal.\n"
-        "Based on the above criteria, assign a score from 1 to 5 after 'Final Score:'.\n"
-        "Your task is provided as follows:\n"
-        "Text Caption: [{prompt}]"
-    ),
+        "assign a score from 1 to 5 after 'Final Score:'.\n") + _TASK,
+    "flow_grpo": "<image>\n" + _CRITERIA + "Based on the above criteria, assign a score from 1 to 5 after "
+                 "'Final Score:'.\n" + _TASK,
 }
 
 SCORE_MIN, SCORE_MAX = 1.0, 5.0

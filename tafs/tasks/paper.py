@@ -47,8 +47,9 @@ _COMPOSITION = dict(
 TASKS = {
     "geneval": TaskSpec(
         name="geneval",
-        description="composition (Table 1): GenEval's templates over the COCO classes; test = GenEval's official "
-                    "553 prompts, train held out from them; trains on GenEval partial score + PickScore + CLIP + HPSv2.1",
+        description="composition (Table 1): GenEval's templates over the COCO classes; test = GenEval's "
+                    "official 553 prompts, train held out from them; trains on GenEval partial score + PickScore "
+                    "+ CLIP + HPSv2.1",
         **_COMPOSITION),
     "pickapic": TaskSpec(
         name="pickapic",
