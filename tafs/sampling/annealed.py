@@ -10,6 +10,7 @@ import torch
 
 from tafs import flow
 from tafs.models.backbone import Backbone, Cond
+from tafs.sampling.noise import batch_randn
 from tafs.sampling.policy import gaussian_log_prob
 from tafs.sampling.sde import cps_coefficients, cps_gaussian
 from tafs.sampling.trajectory import Trajectory
@@ -40,8 +41,8 @@ def sample_annealed(backbone: Backbone, cond: Cond, noise: torch.Tensor, n_annea
         s_next = sigmas[n + 1]
         mean, std, x0_hat = renoise_transition(backbone, x, s, s_next, cond)
         # drawn on the generator's device (a CPU generator with CUDA latents works), then moved
-        eps = torch.randn(x.shape, generator=generator, device=generator.device if generator is not None else x.device,
-                          dtype=x.dtype).to(x.device)
+        eps = batch_randn(x.shape, generator, generator.device if generator is not None else x.device,
+                          x.dtype).to(x.device)
         a = mean + s_next * eps
         states.append(x), actions.append(a), logps.append(gaussian_log_prob(a, mean, std)), x0s.append(x0_hat)
         x = a

@@ -27,6 +27,7 @@ import torch
 
 from tafs import flow
 from tafs.models.backbone import Backbone, Cond
+from tafs.sampling.noise import batch_randn
 from tafs.sampling.policy import gaussian_log_prob
 from tafs.sampling.trajectory import Trajectory, Transition
 
@@ -149,7 +150,7 @@ def cps_transition(eta: float) -> Transition:
 def _randn(shape: torch.Size, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
     """Standard normal noise drawn on the generator's device, moved to ``like``'s device."""
     dev = generator.device if generator is not None else like.device
-    return torch.randn(shape, generator=generator, device=dev, dtype=like.dtype).to(like.device)
+    return batch_randn(shape, generator, dev, like.dtype).to(like.device)
 
 
 @torch.no_grad()

@@ -1,0 +1,42 @@
+"""Per-sample noise that does not depend on how a batch is split over processes.
+
+With N training processes each one holds a contiguous slice of the global batch (tafs.train.shard). Every
+sampler draws its noise through :func:`batch_randn`: inside :func:`sharded` it draws the noise of the whole
+global batch from the (shared) generator and keeps its own rows, so sample i sees the same noise whatever N is,
+and every process's generator advances identically. Outside it (one process, evaluation) it is a plain draw.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator
+
+import torch
+
+_SHARD: ContextVar[tuple[int, int, int] | None] = ContextVar("tafs_noise_shard", default=None)
+
+
+@contextmanager
+def sharded(start: int, stop: int, total: int) -> Iterator[None]:
+    """Within the block, batch noise is drawn for ``total`` rows and rows ``start:stop`` are returned."""
+    if not 0 <= start <= stop <= total:
+        raise ValueError(f"bad shard {start}:{stop} of {total}")
+    token = _SHARD.set((start, stop, total))
+    try:
+        yield
+    finally:
+        _SHARD.reset(token)
+
+
+def batch_randn(shape: torch.Size | tuple[int, ...], generator: torch.Generator | None,
+                device: torch.device | str | None, dtype: torch.dtype) -> torch.Tensor:
+    """Standard normal noise of ``shape`` (rows = samples of this process's batch)."""
+    shard = _SHARD.get()
+    if shard is None:
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    start, stop, total = shard
+    if shape[0] != stop - start:
+        raise ValueError(f"batch noise of {shape[0]} rows inside a shard of {stop - start} rows: draw it outside "
+                         "`sharded` or per sample")
+    return torch.randn((total, *shape[1:]), generator=generator, device=device, dtype=dtype)[start:stop]
