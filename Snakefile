@@ -11,11 +11,12 @@ min_version("8.20")
 
 
 # The embedded default, read by tafs (errors name the file and line); --configfile / --config values win over it,
-# as with Snakemake's own `configfile:` directive. (Files given with --configfile are read by Snakemake itself.)
-from tafs.config import ConfigError, deep_merge, load_config_file
+# as with Snakemake's own `configfile:` directive (but `ablations.reward_mixes`, when given, replaces the toy's mixes:
+# tafs.config.merge_defaults). (Files given with --configfile are read by Snakemake itself.)
+from tafs.config import ConfigError, load_config_file, merge_defaults
 
 try:
-    config.update(deep_merge(load_config_file("config.yaml"), config))
+    config.update(merge_defaults(load_config_file("config.yaml"), config))
 except ConfigError as e:
     sys.exit(f"error: {e}")
 

@@ -90,6 +90,22 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+# Sections a config replaces whole instead of merging into config.yaml's: the toy world's reward mixes name toy
+# rewards, which a task of real models cannot train on (and YAML cannot delete a key).
+REPLACED_SECTIONS = (("ablations", "reward_mixes"),)
+
+
+def merge_defaults(defaults: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` deep-merged over the embedded default (config.yaml), as the Snakefile does, except that a
+    section of ``REPLACED_SECTIONS`` the config sets replaces the default's (``ablations.reward_mixes``)."""
+    out = deep_merge(defaults, config)
+    for outer, inner in REPLACED_SECTIONS:
+        given = (config or {}).get(outer)
+        if isinstance(given, dict) and inner in given:
+            out[outer] = {**out[outer], inner: given[inner]}
+    return out
+
+
 def load_config_file(path: str) -> dict[str, Any]:
     """A YAML (or JSON) config file as a mapping; an empty, unreadable or non-mapping file raises ConfigError
     naming the file (and the line of a syntax error)."""
