@@ -112,7 +112,7 @@ def cmd_train(a: argparse.Namespace) -> None:
         from tafs.tracking.live import Target, training_run
 
         live = training_run(Target.parse(a.tracking), a.out, redact(asdict(cfg)))
-    summary = trainer.run(resume=not a.no_resume, on_iteration=live.log if live else None)
+    summary = trainer.run(resume=not a.no_resume, stop_after=a.stop_after, on_iteration=live.log if live else None)
     trainer.export(Path(a.out), {**summary, "base_model": a.model, "prompts": a.prompts})
     if live is not None:
         live.close()
@@ -263,6 +263,8 @@ def build_parser(delegated: dict) -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="run folder: adapter/, metrics.jsonl, train_summary.json")
     s.add_argument("--ckpt-dir", required=True, help="resumable checkpoints (keep outside Snakemake outputs)")
     s.add_argument("--no-resume", action="store_true")
+    s.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="stop after N iterations of this launch (a later launch resumes from the checkpoint)")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--expect-gpus", type=int, default=0, metavar="N",
                    help="fail at start unless the job has exactly N GPUs (one per process under accelerate); "

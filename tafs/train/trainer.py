@@ -29,16 +29,19 @@ from tafs.models.backbone import Backbone, Cond, LoraSpec
 from tafs.models.text_cache import TextEmbeddingCache
 from tafs.prompts import Prompt, by_category, check_metadata
 from tafs.rewards import registry
+from tafs.sampling.noise import sharded
 from tafs.sampling.policy import gaussian_kl_same_std, gaussian_log_prob
 from tafs.seeding import seed_everything, step_generators
 from tafs.stats import pearson
 from tafs.train.advantages import AdvantageConfig, action_weights, mix_advantages, shuffle_within_groups
 from tafs.train.loss import ppo_clip_loss
 from tafs.train.methods import Method, MethodConfig
+from tafs.train.shard import Shard, local_rows
 
 log = logging.getLogger(__name__)
 
 PROMPT_SAMPLING = ("balanced", "uniform")
+LOSS_STATS = ("loss", "policy", "kl", "clip_frac", "approx_kl", "ratio")
 
 
 def finite(name: str, scores: torch.Tensor) -> torch.Tensor:
@@ -131,15 +134,15 @@ class Trainer:
     """GRPO on ``backbone`` with prompts drawn from ``prompts`` (a task's train prompt file)."""
 
     def __init__(self, backbone: Backbone, cfg: TrainConfig, ckpt_dir: Path, prompts: Sequence[Prompt]):
-        from accelerate import Accelerator, DistributedDataParallelKwargs
+        from accelerate import Accelerator
 
         check_config(cfg)
         if not prompts:
             raise ValueError("no training prompts")
         self.cfg, self.ckpt_dir = cfg, Path(ckpt_dir)
-        # Some LoRA weights get no gradient (the last SD3 block discards its text-query output).
-        ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-        self.accel = Accelerator(mixed_precision=cfg.mixed_precision, kwargs_handlers=[ddp])
+        self.accel = Accelerator(mixed_precision=cfg.mixed_precision)
+        self.shard = Shard(self.accel.process_index, self.accel.num_processes)
+        self.shard.check(cfg.prompts_per_iter)
         seed_everything(cfg.seed)
         self.backbone = backbone
         backbone.to(self.accel.device)
@@ -149,9 +152,10 @@ class Trainer:
         backbone.add_lora(LoraSpec(rank=cfg.lora.rank, alpha=cfg.lora.alpha, target_modules=targets), seed=cfg.seed)
         self.params = backbone.trainable_parameters()
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
-        # DDP wrapping (multi-GPU) and the grad scaler (fp16) come from prepare().
-        denoiser, self.opt = self.accel.prepare(backbone.denoiser(), self.opt)
-        backbone.set_denoiser(denoiser)
+        # The grad scaler (fp16) comes from prepare(). The model is not wrapped in DDP: the LoRA gradients are
+        # summed over processes once per optimiser step by the Shard (tafs/train/shard.py), which also lets a
+        # process hold none of a minibatch's samples.
+        self.opt = self.accel.prepare(self.opt)
         self.method = Method(cfg.method, backbone.default_shift)
         check_metadata(prompts, {r: registry.spec(r, "train.advantage.rewards").needs for r in cfg.advantage.rewards},
                        "training prompts")
@@ -207,26 +211,29 @@ class Trainer:
     # -- one iteration -----------------------------------------------------------------------------
     def iterate(self) -> dict:
         cfg, it = self.cfg, self.iteration
-        rng, gen = step_generators(cfg.seed, it, stream=self.accel.process_index)
+        # The same generators, prompts and global noise on every process (tafs/train/shard.py): each keeps its rows.
+        rng, gen = step_generators(cfg.seed, it)
         drawn = draw_prompts(self.prompts, cfg.prompts_per_iter, rng, cfg.prompt_sampling)
-        group = [p for p in drawn for _ in range(cfg.group_size)]
-        texts = [p.text for p in group]
+        everyone = [p for p in drawn for _ in range(cfg.group_size)]
+        start, stop = self.shard.samples(len(drawn), cfg.group_size)
+        group = everyone[start:stop]
         groups = torch.arange(len(drawn)).repeat_interleave(cfg.group_size)
-        cond = self.encode(texts)
+        cond = self.encode([p.text for p in group])
         dev = self.accel.device
 
         t0 = time.time()
         self.backbone.denoiser().eval()
-        noise = torch.randn((len(texts), *self.backbone.latent_shape), generator=gen).to(dev)
-        traj = self.method.sample(self.backbone, cond, noise, gen, it)
+        noise = torch.randn((len(everyone), *self.backbone.latent_shape), generator=gen)[start:stop].to(dev)
+        with sharded(start, stop, len(everyone)):
+            traj = self.method.sample(self.backbone, cond, noise, gen, it)
         t1 = time.time()
-        rewards = self.score_steps(group, traj.x0_hats)
+        rewards = {k: self.shard.gather(v.to(dev)).cpu() for k, v in self.score_steps(group, traj.x0_hats).items()}
         adv = mix_advantages(rewards, cfg.advantage.rewards, groups, cfg.advantage.aggregation, cfg.advantage.eps)
         weights = action_weights(adv, traj.action_step - 1, cfg.advantage.mode, cfg.advantage.n_adv)
         if cfg.advantage.shuffle_control:
             weights = shuffle_within_groups(weights, groups, gen)
         t2 = time.time()
-        stats = self.optimise(traj, cond, weights.to(dev), gen)
+        stats = self.optimise(traj, cond, weights[start:stop].to(dev), gen, (start, stop, len(everyone)))
         t3 = time.time()
 
         row = {"iteration": it, **stats, "time_sample_s": t1 - t0, "time_reward_s": t2 - t1, "time_opt_s": t3 - t2,
@@ -234,27 +241,40 @@ class Trainer:
                **self.method.nfe_accounting(), **reward_rows(rewards)}
         return row
 
-    def optimise(self, traj, cond: Cond, weights: torch.Tensor, gen: torch.Generator) -> dict:
-        cfg = self.cfg
+    def optimise(self, traj, cond: Cond, weights: torch.Tensor, gen: torch.Generator,
+                 rows: tuple[int, int, int]) -> dict:
+        """Minibatches are chunks of one permutation of the global batch (``rows`` = this process's
+        [start, stop) of ``total``); each process backpropagates its samples' share of the minibatch mean."""
+        cfg, (start, stop, total), multi = self.cfg, rows, self.shard.world > 1
         self.backbone.denoiser().train()
-        n = traj.actions.shape[0]
         trained = torch.nonzero(traj.trained).flatten().tolist()
-        agg: dict[str, list[float]] = {k: [] for k in ("loss", "policy", "kl", "clip_frac", "approx_kl", "ratio")}
+        agg: dict[str, list[float]] = {k: [] for k in LOSS_STATS}
         norms = []
         for _ in range(cfg.inner_epochs):
-            perm = torch.randperm(n, generator=gen)
+            perm = torch.randperm(total, generator=gen)
             for mb in perm.chunk(cfg.minibatches):
-                mb_dev = mb.to(self.accel.device)
-                c = cond.index(mb_dev)
+                local = local_rows(mb, start, stop).to(self.accel.device)
+                share = len(local) / len(mb)
+                c = cond.index(local) if len(local) else None
                 for j in trained:
-                    parts = self._action_loss(traj, c, mb_dev, j, weights)
-                    self.accel.backward(parts.loss / len(trained))
+                    if not len(local):  # none of this minibatch's samples here: zeros to the sums
+                        for k in agg:
+                            agg[k].append(0.0)
+                        continue
+                    parts = self._action_loss(traj, c, local, j, weights)
+                    loss = parts.loss / len(trained)
+                    self.accel.backward(loss * share if multi else loss)
                     for k, v in zip(agg, (parts.loss, parts.policy, parts.kl, parts.clip_frac, parts.approx_kl,
                                           parts.ratio_mean)):
-                        agg[k].append(float(v.detach()))
+                        agg[k].append(float(v.detach()) * (share if multi else 1.0))
+                self.shard.sum_grads(self.params)
                 norms.append(float(self.accel.clip_grad_norm_(self.params, cfg.grad_clip)))
                 self.opt.step()
                 self.opt.zero_grad(set_to_none=True)
+        if multi:  # each entry: the global minibatch mean (shares sum to 1 over processes)
+            flat = self.shard.sum_scalars([v for k in agg for v in agg[k]], self.accel.device)
+            per = len(flat) // len(agg)
+            agg = {k: flat[i * per:(i + 1) * per] for i, k in enumerate(agg)}
         out = {k: float(np.mean(v)) for k, v in agg.items()}
         out["grad_norm"] = float(np.mean(norms))
         return out
@@ -315,6 +335,7 @@ class Trainer:
         sec = [r["time_iter_s"] for r in rows]
         write_json(out_dir / "train_summary.json", {
             **summary, "config": redact(asdict(self.cfg)), **self.method.nfe_accounting(), "shift": self.method.cfg.shift,
+            "processes": self.shard.world,
             "sec_per_iter": float(np.median(sec)) if sec else None,
             "final_reward": {k: float(np.mean([r[f"reward/{k}/final_mean"] for r in rows[-10:]])) for k in self.rewards},
         })
