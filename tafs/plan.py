@@ -130,16 +130,17 @@ def stage_row(rule: str, jobs: list[dict[str, str]], local: bool, config: dict,
                   round(int(r.get("mem_mb", 0)) / 1000, 1), runtime_h, round(len(jobs) * gpus * runtime_h, 1))
     if rule == "train" and gpus:
         stage.gpu_hours_estimate = UNMEASURED if measured is None else round(
-            len(jobs) * gpus * train_seconds(config, measured[0]) / 3600, 1)
+            len(jobs) * gpus * train_seconds(config, measured[0], gpus) / 3600, 1)
     elif gpus:
         stage.gpu_hours_estimate = "unmeasured"
     return stage
 
 
-def train_seconds(config: dict, seconds_per_sample: float) -> float:
-    """One training job's seconds: every GPU's own prompts_per_iter x group_size samples an iteration."""
+def train_seconds(config: dict, seconds_per_sample: float, gpus: int) -> float:
+    """One training job's seconds: each GPU's share of the global prompts_per_iter x group_size samples an
+    iteration (tafs/train/shard.py), at the measured seconds per sample of one GPU."""
     t = config["train"]
-    return seconds_per_sample * t["prompts_per_iter"] * t["group_size"] * t["iterations"]
+    return seconds_per_sample * t["prompts_per_iter"] * t["group_size"] / max(1, gpus) * t["iterations"]
 
 
 def downloads(config: dict, root: Path) -> list[dict[str, Any]]:

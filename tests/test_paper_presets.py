@@ -120,7 +120,7 @@ def test_gpus_only_on_gpu_stages(dry_runs, preset):
         r, shell = job["resources"], job["shell"]
         assert (r["gpu"], r["runtime"], r["nodes"]) == (str(n), str(cfg["resources"]["train"]["runtime"]), "1")
         assert shell.startswith(f"accelerate launch --multi_gpu --num_processes {n} ") and f"--expect-gpus {n}" in shell
-        assert '"resolution": 512' in shell and '"group_size": 48' in shell and '"prompts_per_iter": 3' in shell
+        assert '"resolution": 512' in shell and '"group_size": 48' in shell and '"prompts_per_iter": 24' in shell
     evals = [j for rule, js in jobs.items() if rule.startswith("eval_") for j in js]
     assert evals and all(j["resources"]["gpu"] == "1" for j in evals)
     assert all('"resolution": 1024' in j["shell"] for j in jobs["eval_run"] + jobs["eval_base"])
@@ -172,7 +172,7 @@ def test_plan_estimates_from_a_gpu_benchmark(tmp_path):
         "method,median_s,device,B,G,model\ntafs_grpo,3.2,cuda:0,2,8,sd3-medium\n")
     measured = tafs_plan.measured_seconds(tmp_path)
     assert measured[0] == pytest.approx(0.2) and "sd3-medium" in measured[1]
-    cfg = {"train": {"prompts_per_iter": 3, "group_size": 48, "iterations": 1500}}
+    cfg = {"train": {"prompts_per_iter": 24, "group_size": 48, "iterations": 1500}}  # global: 3 prompts a GPU
     row = tafs_plan.stage_row("train", [{"gpu": "8", "cpus_per_gpu": "8", "runtime": "2880", "mem_mb": "1000"}] * 2,
                               False, cfg, measured)
     assert row.gpu_hours_bound == 2 * 8 * 48

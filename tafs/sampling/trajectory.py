@@ -43,3 +43,14 @@ class Trajectory:
     @property
     def num_actions(self) -> int:
         return self.actions.shape[1]
+
+
+def concat(parts: list[Trajectory]) -> Trajectory:
+    """Trajectories of consecutive sample chunks (same sampler, same steps) as one."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    cat = {k: torch.cat([getattr(p, k) for p in parts]) for k in ("states", "actions", "log_probs", "x0_hats",
+                                                                     "final")}
+    return Trajectory(**cat, sigmas=first.sigmas, sigmas_next=first.sigmas_next, trained=first.trained,
+                      nfe=first.nfe, action_step=first.action_step)

@@ -30,6 +30,7 @@ from tafs.models.text_cache import TextEmbeddingCache
 from tafs.prompts import Prompt, by_category, check_metadata
 from tafs.rewards import registry
 from tafs.sampling.noise import sharded
+from tafs.sampling.trajectory import Trajectory, concat
 from tafs.sampling.policy import gaussian_kl_same_std, gaussian_log_prob
 from tafs.seeding import seed_everything, step_generators
 from tafs.stats import pearson
@@ -78,6 +79,8 @@ class TrainConfig:
     checkpoint_every: int = 25
     prompt_sampling: str = "balanced"  # balanced: a category uniformly, then a prompt in it | uniform
     decode_chunk: int = 0  # decode this many one-step estimates at a time for the rewards (0: all at once)
+    micro_batch: int = 0  # samples per forward/backward pass of a process (0: its whole share of a minibatch)
+    sample_chunk: int = 0  # samples a process draws per sampler call (0: all at once)
     text_cache: int | None = None  # prompts whose text embeddings stay cached on the CPU (None: all; 0: none)
     lora: LoraConfig = field(default_factory=LoraConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
@@ -224,8 +227,7 @@ class Trainer:
         t0 = time.time()
         self.backbone.denoiser().eval()
         noise = torch.randn((len(everyone), *self.backbone.latent_shape), generator=gen)[start:stop].to(dev)
-        with sharded(start, stop, len(everyone)):
-            traj = self.method.sample(self.backbone, cond, noise, gen, it)
+        traj = self.sample(cond, noise, gen, it, (start, stop, len(everyone)))
         t1 = time.time()
         rewards = {k: self.shard.gather(v.to(dev)).cpu() for k, v in self.score_steps(group, traj.x0_hats).items()}
         adv = mix_advantages(rewards, cfg.advantage.rewards, groups, cfg.advantage.aggregation, cfg.advantage.eps)
@@ -241,6 +243,23 @@ class Trainer:
                **self.method.nfe_accounting(), **reward_rows(rewards)}
         return row
 
+    def sample(self, cond: Cond, noise: torch.Tensor, gen: torch.Generator, it: int,
+               rows: tuple[int, int, int]) -> Trajectory:
+        """This process's samples, ``sample_chunk`` at a time. Each chunk restarts from the generator's state
+        and draws the global noise of every step (tafs.sampling.noise), so a sample's noise does not depend
+        on the chunking, and the generator ends where one pass over the batch leaves it."""
+        start, stop, total = rows
+        n, size = stop - start, self.cfg.sample_chunk or (stop - start)
+        state, parts = gen.get_state(), []
+        for a in range(0, n, size):
+            b = min(n, a + size)
+            gen.set_state(state)
+            with sharded(start + a, start + b, total):
+                idx = torch.arange(a, b, device=noise.device)
+                parts.append(self.method.sample(self.backbone, cond.index(idx) if (a, b) != (0, n) else cond,
+                                                noise[a:b], gen, it))
+        return concat(parts)
+
     def optimise(self, traj, cond: Cond, weights: torch.Tensor, gen: torch.Generator,
                  rows: tuple[int, int, int]) -> dict:
         """Minibatches are chunks of one permutation of the global batch (``rows`` = this process's
@@ -254,19 +273,18 @@ class Trainer:
             perm = torch.randperm(total, generator=gen)
             for mb in perm.chunk(cfg.minibatches):
                 local = local_rows(mb, start, stop).to(self.accel.device)
-                share = len(local) / len(mb)
-                c = cond.index(local) if len(local) else None
-                for j in trained:
-                    if not len(local):  # none of this minibatch's samples here: zeros to the sums
-                        for k in agg:
-                            agg[k].append(0.0)
-                        continue
-                    parts = self._action_loss(traj, c, local, j, weights)
-                    loss = parts.loss / len(trained)
-                    self.accel.backward(loss * share if multi else loss)
-                    for k, v in zip(agg, (parts.loss, parts.policy, parts.kl, parts.clip_frac, parts.approx_kl,
-                                          parts.ratio_mean)):
-                        agg[k].append(float(v.detach()) * (share if multi else 1.0))
+                sums = {(k, j): 0.0 for k in agg for j in trained}  # none of the minibatch here: zeros
+                for chunk in local.split(cfg.micro_batch or max(1, len(local))) if len(local) else ():
+                    share = len(chunk) / len(mb)  # 1.0 for one process without micro-batches: exact
+                    c = cond.index(chunk)
+                    for j in trained:
+                        parts = self._action_loss(traj, c, chunk, j, weights)
+                        self.accel.backward(parts.loss / len(trained) * share)
+                        for k, v in zip(agg, (parts.loss, parts.policy, parts.kl, parts.clip_frac, parts.approx_kl,
+                                              parts.ratio_mean)):
+                            sums[(k, j)] += float(v.detach()) * share
+                for k in agg:
+                    agg[k] += [sums[(k, j)] for j in trained]
                 self.shard.sum_grads(self.params)
                 norms.append(float(self.accel.clip_grad_norm_(self.params, cfg.grad_clip)))
                 self.opt.step()
