@@ -64,8 +64,9 @@ def time_reward(reward: str, root: Path, images: torch.Tensor, repeats: int) -> 
     fn(prompts[:2], meta[:2], images[:2])  # warm-up
     runs = []
     for _ in range(repeats):
+        batch = images.clone()  # a new tensor: GenEval's two rewards reuse verdicts on the same one
         t = time.perf_counter()
-        fn(prompts, meta, images)
+        fn(prompts, meta, batch)
         runs.append(time.perf_counter() - t)
     sec = statistics.median(runs)
     return {"reward": reward, "images": len(images), "size": images.shape[-1], "load_s": round(load, 3),

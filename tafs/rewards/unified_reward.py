@@ -60,6 +60,7 @@ _VALUE = re.compile(r"\s*[*_]*\s*[:：=]?\s*[*_]*\s*[\[(]?\s*(?P<num>\d+(?:\.\d+
                     r"(?:(?:/|out\s+of)\s*(?P<den>\d+(?:\.\d+)?))?", re.IGNORECASE)
 KEEP_INVALID = 8  # raw unparsable answers kept on the reward for the report
 LOG_CHARS = 300  # how much of an unparsable answer a warning shows
+WARN_FIRST = 3  # unparsable answers logged one by one; after that every 100th (all are counted and kept in report())
 
 
 def build_prompt(caption: str, style: str = "point") -> str:
@@ -152,8 +153,9 @@ class UnifiedReward:
         text = answer or ""
         self.last_invalid.append(text)
         shown = text if len(text) <= LOG_CHARS else text[:LOG_CHARS] + f"... [{len(text)} chars]"
-        log.warning("unifiedreward: answer without a parsable 'Final Score' 1-5 (scored NaN; %d of %d so far): %r",
-                    self.invalid, self.answered, shown)
+        if self.invalid <= WARN_FIRST or self.invalid % 100 == 0:  # the first few, then a count now and then
+            log.warning("unifiedreward: answer without a parsable 'Final Score' 1-5 (scored NaN; %d of %d so far): "
+                        "%r", self.invalid, self.answered, shown)
 
     def report(self) -> dict:
         """What an evaluation reports about the judge's failures."""
