@@ -157,6 +157,7 @@ def build_grid(config: dict) -> Grid:
     check_baselines(config)
     for name, kwargs in (config.get("reward_models") or {}).items():
         rewards.check_names([name], f"reward_models.{name}")
+        rewards.check_kwargs(name, kwargs or {}, f"reward_models.{name}")
     tables = config["tables"]
     grid = Grid(tables={"table4": [], "table5": [], "table6": [], "table7": None})
     for key, table_ids in (("comparison", ("table1", "table2")), ("components", ("table3",))):

@@ -81,3 +81,13 @@ def test_geneval_metadata_lines_take_their_tag_as_category(tmp_path):
     assert prompts[0].metadata["include"] == [{"class": "cup", "count": 2}] and prompts[0].metadata["tag"] == "counting"
     with pytest.raises(ConfigError, match="fetch them first"):
         tasks.get("pickapic").load_prompts("test")
+
+
+def test_reward_options_are_checked_against_the_factory():
+    """A misspelt reward option fails when the DAG is built, naming the key and the options the reward takes."""
+    from tafs.rewards import registry
+
+    registry.check_kwargs("pickscore", {"path": "x", "batch_size": 8, "device": "auto"}, "reward_models.pickscore")
+    with pytest.raises(ConfigError, match=r"reward_models.geneval: unknown option\(s\) \['detecter'\] of reward "
+                                          r"'geneval'; it takes \[.*'detector'"):
+        registry.check_kwargs("geneval", {"detecter": "x"}, "reward_models.geneval")

@@ -55,6 +55,19 @@ def build(name: str, **kwargs: Any) -> Reward:
     return spec(name).factory(**kwargs)
 
 
+def check_kwargs(name: str, kwargs: dict[str, Any], where: str) -> None:
+    """Every option in config ``reward_models.<name>`` is a keyword of the reward's factory (checked when the
+    DAG is built, instead of failing inside a job)."""
+    import inspect
+
+    params = inspect.signature(spec(name, where).factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise ConfigError(f"{where}: unknown option(s) {unknown} of reward {name!r}; it takes {sorted(params)}")
+
+
 def check_names(names, where: str) -> None:
     """Every name is a known reward (without importing any reward module)."""
     unknown = sorted(n for n in names if n not in BUILTIN and n not in _EXTRA)

@@ -21,6 +21,7 @@ the paper evaluates at 1024 px. Other differences from official GenEval: the det
 from __future__ import annotations
 
 import base64
+import inspect
 import io
 import json
 import math
@@ -211,6 +212,11 @@ def geneval_score(**kwargs) -> GenEvalReward:
 
 
 _SOURCE = f"{DEFAULT_DETECTOR} + {DEFAULT_CLIP} (transformers), or a GenEval server (url)"
+# Both factories take `_build`'s options: say so to inspect.signature (the DAG checks config keys against it).
+for _factory in (geneval, geneval_score):
+    _factory.__signature__ = inspect.signature(_build).replace(
+        parameters=[p for n, p in inspect.signature(_build).parameters.items() if n != "which"])
+
 REWARDS = {
     "geneval": RewardSpec(
         "geneval", geneval, "GenEval",
