@@ -94,6 +94,8 @@ def test_pickapic_task_with_its_prompt_lists_pinned_by_url(tmp_path):
         prompts = {s: {"url": srv.url(f"{s}.txt"), "sha256": pins[s]} for s in lists}
         cfg = _config(wf, "tiny_pickapic", tasks={"pickapic": {"extends": "pickapic", "prompts": prompts}},
                       hub={"cache": "cache"})
+        cfg["tables"].update(comparison=["tafs_grpo"], base_rows=[["ode", 8], ["ode", 4]])  # CI time: one
+        cfg["sweep"]["base_samplers"] = ["ode"]                               # method, one base sampler
         _run(wf, cfg)
         assert sorted(srv.requests) == ["/test.txt", "/train.txt"]
         again = run_snakemake(wf, "--cores", "2", "--configfile", "run.yaml")
