@@ -33,6 +33,7 @@ def _model_options(a: argparse.Namespace):
 
 
 def cmd_prompts(a: argparse.Namespace) -> None:
+    from tafs.config import parse_json_arg
     from tafs.prompts import check_metadata, read_prompt_file, write_prompt_file
     from tafs.rewards import registry
 
@@ -43,7 +44,8 @@ def cmd_prompts(a: argparse.Namespace) -> None:
         kept = [p for p in prompts if p.text not in held_out]
         log.info("dropped %d %s prompts that are test prompts", len(prompts) - len(kept), a.split)
         prompts = kept
-    names = task.rewards if a.split == "train" else [m.reward for m in task.metrics]
+    names = [*task.rewards, *parse_json_arg(a.train_rewards, "--train-rewards")] if a.split == "train" else \
+        [m.reward for m in task.metrics]  # --train-rewards: {reward: [runs that train on it]}
     check_metadata(prompts, {n: registry.spec(n).needs for n in names}, f"task {task.name!r} ({a.split})")
     n = write_prompt_file(a.out, prompts)
     log.info("wrote %d %s prompts of task %s to %s", n, a.split, task.name, a.out)
@@ -224,6 +226,8 @@ def build_parser(delegated: dict) -> argparse.ArgumentParser:
     s.add_argument("--source", default="", help="the split's prompt file (a user file, or a fetched remote one); "
                    "default: the task's own file or generator")
     s.add_argument("--exclude", default="", help="a prompt file whose prompts are dropped from this split")
+    s.add_argument("--train-rewards", default="{}", help="JSON {reward: [runs]} of every reward a run trains on "
+                   "(their metadata is checked on the train split)")
     s.add_argument("--out", required=True)
     s.set_defaults(fn=cmd_prompts)
 

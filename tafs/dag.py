@@ -33,6 +33,32 @@ class Plan:
         self.grid: Grid = build_grid(config)
         self.sources = Sources(config, self.layout)
         self._check_job_configs()
+        self._check_train_metadata()
+
+    def _check_train_metadata(self) -> None:
+        """The training prompts carry the metadata every run's rewards need (an ablation's reward mix too), when
+        the prompts can be had now: generated, or a local file. A remote file is checked by the prompts rule."""
+        from tafs.prompts import check_metadata
+        from tafs.rewards import registry
+
+        needs = {n: registry.spec(n).needs for n in self.all_train_rewards() if registry.spec(n).needs}
+        if not needs or isinstance(self.task.prompt_files.get("train"), RemoteFile):
+            return
+        source = self.task.prompt_files.get("train") or f"task {self.task.name!r} (train prompts)"
+        prompts = self.task.load_prompts("train")
+        for reward, keys in needs.items():
+            try:
+                check_metadata(prompts, {reward: keys}, str(source))
+            except ConfigError as e:
+                raise ConfigError(f"{e} (runs that train on it: {self.all_train_rewards()[reward]})") from e
+
+    def all_train_rewards(self) -> dict[str, list[str]]:
+        """Every reward some run trains on (the task's, and those of methods and ablations) -> those runs."""
+        out: dict[str, list[str]] = {}
+        for name, run in sorted(self.grid.runs.items()):
+            for r in run.train["advantage"]["rewards"]:
+                out.setdefault(r, []).append(name)
+        return dict(sorted(out.items()))
 
     def _check_job_configs(self) -> None:
         """Every job's config goes through the validation the job itself applies: each run (method preset or

@@ -91,3 +91,21 @@ def test_reward_options_are_checked_against_the_factory():
     with pytest.raises(ConfigError, match=r"reward_models.geneval: unknown option\(s\) \['detecter'\] of reward "
                                           r"'geneval'; it takes \[.*'detector'"):
         registry.check_kwargs("geneval", {"detecter": "x"}, "reward_models.geneval")
+
+
+def test_a_run_whose_reward_the_prompts_cannot_feed_fails_when_the_dag_is_built(monkeypatch):
+    """The toy reward mixes of config.yaml's ablations on GenEval prompts (no toy spec in their metadata): caught
+    before any job, naming the reward and the runs that would train on it."""
+    from pathlib import Path
+
+    import yaml
+
+    from tafs.dag import Plan
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)
+    cfg = yaml.safe_load((repo / "config.yaml").read_text())
+    cfg.update(task="geneval", seeds=[0])
+    with pytest.raises(ConfigError, match=r"lacks metadata \['objects'\] that the reward 'toy_dense' needs.*runs "
+                                          r"that train on it: \['tafs_grpo-reward_combined', "):
+        Plan(cfg)

@@ -31,10 +31,11 @@ rule prompts:
     params:
         task=PLAN.task.name,
         tasks=PLAN.tasks_json(),
+        rewards=quoted(PLAN.all_train_rewards()),
     resources:
         **PLAN.stage_resources("default"),
     log:
         str(L.log("prompts", "{split}.log")),
     shell:
         "python -m tafs prompts --task {params.task} --tasks {params.tasks} --split {wildcards.split} "
-        "--source '{input.source}' --exclude '{input.exclude}' --out {output}" + LOGGED
+        "--source '{input.source}' --exclude '{input.exclude}' --train-rewards {params.rewards} --out {output}" + LOGGED
