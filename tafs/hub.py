@@ -20,7 +20,8 @@ from typing import Any, Mapping
 
 from tafs.config import ConfigError
 
-_REPO = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$|^[A-Za-z0-9][\w.\-]*$")
+REPO_ID = re.compile(  # a hub repository id: "name" or "owner/name"
+    r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$|^[A-Za-z0-9][\w.\-]*$")
 _KEYS = {"hub", "revision", "allow_patterns", "ignore_patterns"}
 
 
@@ -55,7 +56,7 @@ def parse_model(value: Any, where: str) -> str | HubModel:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(_KEYS)}")
     repo = str(value["hub"])
-    if not _REPO.match(repo):
+    if not REPO_ID.match(repo):
         raise ConfigError(f"{where}.hub: {repo!r} is not a hub repository id (owner/name)")
 
     def patterns(key: str) -> tuple[str, ...] | None:

@@ -12,6 +12,7 @@ the plain cosine (the toy scorer is trained and ranked on it), and the factory's
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -105,15 +106,15 @@ def _pooled(out) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
-class CosineScorer:
+class CosineScorer(ABC):
     """A reward from unit-norm embeddings: cosine(image, text) in [-1, 1]. Subclasses give ``text_embeddings``
     and ``image_embeddings`` (normalised); ``score(texts, images)`` works without metadata."""
 
-    def text_embeddings(self, texts: list[str]) -> torch.Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def text_embeddings(self, texts: list[str]) -> torch.Tensor: ...
 
-    def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def image_embeddings(self, images: torch.Tensor) -> torch.Tensor: ...
 
     def __call__(self, prompts: Sequence[str], metadata: Sequence[Mapping], images: torch.Tensor) -> torch.Tensor:
         check_batch(prompts, metadata, images)

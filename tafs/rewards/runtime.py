@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import torch
 
+from tafs.hub import REPO_ID
+
 T = TypeVar("T")
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}
-# A hub repository id: "name" or "owner/name" (anything else that does not exist is a missing folder).
-HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 _RESIDENT: dict[tuple, Any] = {}
 
 
@@ -66,7 +65,7 @@ def check_source(path: str | os.PathLike | None, reward: str) -> str:
     p = Path(path)
     if p.exists():
         return str(p)
-    if p.is_absolute() or str(path).startswith(".") or not HUB_ID.match(str(path)):
+    if p.is_absolute() or str(path).startswith(".") or not REPO_ID.match(str(path)):
         raise FileNotFoundError(f"{reward} reward: no model at {str(path)!r} (and not a hub id); set "
                                 f"reward_models.{reward}.path to a model folder or {{hub: owner/name}}")
     return str(path)
