@@ -185,6 +185,17 @@ class Plan:
                 out += [str(self.layout.eval_metrics(ref, s, n)) for s in m["samplers"] for n in m["nfe"]]
         return out
 
+    def eval_run_groups(self) -> list[tuple[str, list[int], list[str]]]:
+        """(rule name, NFEs, runs) per distinct NFE list of the runs' sweeps (tafs.grid.run_nfes): one rule each,
+        since a rule's outputs are fixed; ``eval_run`` evaluates the whole ``sweep.run_nfe``."""
+        groups: dict[tuple[int, ...], list[str]] = {}
+        for m in eval_models(self.config, self.grid):
+            if m["kind"] == "run":
+                groups.setdefault(tuple(m["nfe"]), []).append(m["name"])
+        full = tuple(self.config["sweep"]["run_nfe"])
+        return [("eval_run" if nfes == full else "eval_run_nfe" + "_".join(map(str, nfes)), list(nfes), runs)
+                for nfes, runs in groups.items()]
+
     # -- baselines (evaluation-only models, Table 1) ----------------------------------------------
     def baseline_inputs(self, name: str) -> dict[str, str]:
         model, lora = self.sources.baselines[name]

@@ -23,6 +23,7 @@ from tafs.tasks import registry as tasks
 from tafs.tasks.base import TaskSpec
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+BEST = "best"  # a table row's sampler: every evaluated sampler, the better one shown (tafs.report.paper_tables)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class RunSpec:
     eval_sampler: str  # ode | annealed
     train: dict = field(default_factory=dict)  # `train` merged with the method's and ablation's overrides (no seed)
     origin: str = ""  # the config keys it comes from (for error messages)
+    task: str = ""  # the task whose training rewards it uses when not the config's `task` (Table 1's own task)
 
 
 @dataclass
@@ -79,7 +81,9 @@ def check_rewards(weights: dict, where: str) -> None:
         raise ConfigError(f"{where}: reward weights must be numbers >= 0, not all zero; got {dict(weights)}")
 
 
-def method_spec(config: dict, name: str, where: str, task: TaskSpec) -> RunSpec:
+def method_spec(config: dict, name: str, where: str, task: TaskSpec, own_task: bool = False) -> RunSpec:
+    """A method preset as a run; ``own_task``: trained on ``task``'s rewards, which is not the config's
+    ``task`` (Table 1's task), so the run's name says which (``tafs_grpo-toy_composition``)."""
     methods = config["methods"]
     if name not in methods:
         raise ConfigError(f"{where}: unknown method {name!r}; defined under `methods:`: {sorted(methods)}")
@@ -87,8 +91,10 @@ def method_spec(config: dict, name: str, where: str, task: TaskSpec) -> RunSpec:
     train = deep_merge(base_train(config, task), m.get("train", {}))
     check_rewards(train["advantage"]["rewards"], f"methods.{name}.train.advantage.rewards (or train.advantage."
                                                  f"rewards / the task's rewards)")
-    return RunSpec(name, m.get("label", name), m.get("eval_sampler") or natural_sampler(train), train,
-                   f"methods.{name} (with `train:`)")
+    run = f"{name}-{task.name}" if own_task else name
+    return RunSpec(run, m.get("label", name), m.get("eval_sampler") or natural_sampler(train), train,
+                   f"methods.{name} (with `train:`)" + (f" on task {task.name!r}" if own_task else ""),
+                   task.name if own_task else "")
 
 
 def _variant(base: RunSpec, suffix: str, label: str, overrides: dict, origin: str) -> RunSpec:
@@ -113,6 +119,11 @@ def _ablation_rows(grid: Grid, base: RunSpec, ablations: dict) -> None:
         [str(n), grid.add(_variant(base, f"n_adv{n}", f"N_adv={n}", {"advantage": {"n_adv": n}},
                                    f"ablations.n_adv [{n}]"))]
         for n in ablations.get("n_adv", [])]
+    for mode in ablations.get("advantage_modes", []):  # extra Table 5 rows: the same N_adv, another mode
+        grid.tables["table5"].append(
+            [f"{n_adv} ({mode})", grid.add(_variant(base, f"adv_{mode}", f"advantage {mode}",
+                                                    {"advantage": {"mode": mode}},
+                                                    f"ablations.advantage_modes [{mode}]"))])
     # A reward mix replaces the reward weights outright (deep_merge would keep the base's other rewards).
     rows = []
     for mix, weights in ablations.get("reward_mixes", {}).items():
@@ -138,9 +149,9 @@ def check_evals(config: dict, task: TaskSpec) -> None:
         raise ConfigError(f"tables.main_nfe / tables.table1_nfe use NFE {missing}, which sweep.run_nfe "
                           f"{sweep['run_nfe']} does not evaluate: add them to sweep.run_nfe")
     needs = [("tables.base_rows", s, n) for s, n in tables["base_rows"]]
-    needs.append(("tables.main_nfe (Table 2's base row, ODE)", "ode", tables["main_nfe"]))
+    needs.append(("tables.main_nfe (Table 2's base row)", BEST, tables["main_nfe"]))
     for key, sampler, nfe in needs:
-        if sampler not in sweep["base_samplers"] or nfe not in sweep["base_nfe"]:
+        if (sampler != BEST and sampler not in sweep["base_samplers"]) or nfe not in sweep["base_nfe"]:
             raise ConfigError(f"{key}: the base model at ({sampler}, {nfe} NFE) is not evaluated by "
                               f"sweep.base_samplers {sweep['base_samplers']} x sweep.base_nfe {sweep['base_nfe']}: "
                               f"add it there")
@@ -148,6 +159,34 @@ def check_evals(config: dict, task: TaskSpec) -> None:
     keys = [m.key for m in task.metrics]
     if metric not in keys:
         raise ConfigError(f"figure4.metric: {metric!r} is not a metric of task {task.name!r}; use one of {keys}")
+
+
+def table1_task(config: dict, task: TaskSpec) -> TaskSpec | None:
+    """``tables.table1.task`` when it names another task than ``task:``. It must share the config task's prompt
+    files and metrics (the toy world's composition and preference tasks do): the runs of Table 1 train on its
+    rewards and the table labels its metrics in- or out-of-domain its way; everything else is evaluated once."""
+    name = (config["tables"].get("table1") or {}).get("task")
+    if not name or name == task.name:
+        return None
+    other = tasks.get(name, config, "tables.table1.task")
+    same = (other.generator == task.generator and dict(other.prompt_files) == dict(task.prompt_files)
+            and {(m.key, m.reward) for m in other.metrics} == {(m.key, m.reward) for m in task.metrics})
+    if not same:
+        raise ConfigError(f"tables.table1.task: task {name!r} does not share the prompt files and metrics of task "
+                          f"{task.name!r}, so one DAG cannot evaluate both; run it as a config of its own "
+                          f"(task: {name}) or remove tables.table1.task")
+    return other
+
+
+def _table1_rows(config: dict, task: TaskSpec, grid: Grid) -> list[list[str]] | None:
+    """Table 1's rows when ``tables.table1`` is set: its methods, on its task's rewards; else None."""
+    spec = config["tables"].get("table1")
+    if not spec:
+        return None
+    other = table1_task(config, task)
+    methods = spec.get("methods") or config["tables"].get("comparison", [])
+    return [[(s := method_spec(config, name, "tables.table1.methods", other or task, other is not None)).label,
+             grid.add(s)] for name in methods]
 
 
 def build_grid(config: dict) -> Grid:
@@ -170,6 +209,9 @@ def build_grid(config: dict) -> Grid:
     # Table 2 lists the baselines first and TAFS last, as the paper does.
     last = tables.get("ablation_of") or "tafs_grpo"
     grid.tables["table2"] = sorted(grid.tables["table2"], key=lambda r: r[1] == last)
+    own = _table1_rows(config, task, grid)
+    if own is not None:
+        grid.tables["table1"] = own
     for name in tables.get("extra", []):
         grid.add(method_spec(config, name, "tables.extra", task))
     of = tables.get("ablation_of")
@@ -180,6 +222,21 @@ def build_grid(config: dict) -> Grid:
     return grid
 
 
+def run_nfes(config: dict, grid: Grid, run: str) -> list[int]:
+    """The NFEs a run is evaluated at: the whole ``sweep.run_nfe`` for the runs of Tables 1-2 and Figure 4,
+    ``tables.main_nfe`` (all Tables 3-6 read) for the others, unless ``sweep.ablation_nfe: all``."""
+    sweep, tables = config["sweep"], config["tables"]
+    swept = {r for t in ("table1", "table2") for _, r in grid.tables.get(t) or []}
+    if run in swept or sweep.get("ablation_nfe", "main") == "all":
+        return list(sweep["run_nfe"])
+    return [tables["main_nfe"]]
+
+
+def run_samplers(config: dict, spec: RunSpec) -> list[str]:
+    """``sweep.run_samplers`` (every run under each, e.g. [ode, annealed]), else the run's own eval sampler."""
+    return list(config["sweep"].get("run_samplers") or [spec.eval_sampler])
+
+
 def eval_models(config: dict, grid: Grid) -> list[dict]:
     """Every model the evaluation sweep samples, with its samplers and NFEs (one eval job per model,
     seed and sampler): the base, then each run at every seed."""
@@ -187,7 +244,8 @@ def eval_models(config: dict, grid: Grid) -> list[dict]:
     models = [{"kind": "base", "name": "base", "label": "Base", "seeds": [None],
                "samplers": list(sweep["base_samplers"]), "nfe": list(sweep["base_nfe"])}]
     models += [{"kind": "run", "name": name, "label": spec.label, "seeds": list(config["seeds"]),
-                "samplers": [spec.eval_sampler], "nfe": list(sweep["run_nfe"])} for name, spec in grid.runs.items()]
+                "samplers": run_samplers(config, spec), "nfe": run_nfes(config, grid, name)}
+               for name, spec in grid.runs.items()]
     models += [{"kind": "baseline", "name": name, "label": b.get("label", name), "seeds": [None],
                 "samplers": ["pipeline"], "nfe": list(b["nfe"])} for name, b in (config.get("baselines") or {}).items()]
     return models
@@ -218,6 +276,7 @@ def grid_manifest(config: dict, grid: Grid, categories: list[str] | None = None)
     labels.update(tables.get("metric_labels") or {})
     metric = figure_metric(config, task)
     second = next((k for k in task.domain("in") if k != metric), None)
+    t1 = table1_task(config, task) or task
     manifest_task = task.manifest()
     if not manifest_task["categories"] and categories:
         manifest_task["categories"] = list(categories)
@@ -229,6 +288,8 @@ def grid_manifest(config: dict, grid: Grid, categories: list[str] | None = None)
         "table1_nfe": list(tables["table1_nfe"]),
         "base": {"label": "Base", "evals": [[s, n] for s, n in tables["base_rows"]]},
         "metrics": {"in_domain": task.domain("in"), "out_of_domain": task.domain("out")},
+        "table1_metrics": {"task": t1.name, "in_domain": t1.domain("in"), "out_of_domain": t1.domain("out")},
+        "headline": {"main": task.headline_metric, "table1": t1.headline_metric},
         "metric_labels": labels,
         "figure4": {"metric": metric, "second": second},
         "models": eval_models(config, grid),

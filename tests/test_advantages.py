@@ -246,3 +246,19 @@ def test_advantage_config_from_dict_names_bad_key():
         from_dict(TrainConfig, {"advantage": {"nadv": 2}}, "train")
     with pytest.raises(ValueError, match="mode"):
         from_dict(TrainConfig, {"advantage": {"mode": "bogus"}}, "train")
+
+
+def test_global_std_by_hand():
+    """Flow-GRPO's global std: group means are removed, the scale is the whole batch's std.
+    rewards 1, 3 | 10, 10: batch mean 6, deviations -5 -3 4 4, variance 66 / 4 = 16.5, std 4.0620;
+    group 0 mean 2 -> -1 / 4.0620 = -0.24618, +0.24618; group 1 constant -> 0 (its group std would be 0)."""
+    r = torch.tensor([[1.0], [3.0], [10.0], [10.0]])
+    groups = torch.tensor([0, 0, 1, 1])
+    out = group_normalize(r, groups, 0.0, "global")
+    torch.testing.assert_close(out.flatten(), torch.tensor([-0.246183, 0.246183, 0.0, 0.0]), atol=1e-5, rtol=0)
+    per_group = group_normalize(r, groups, 1e-4, "group")
+    torch.testing.assert_close(per_group.flatten()[:2], torch.tensor([-1 / 1.0001, 1 / 1.0001]))
+    mixed = mix_advantages({"x": r}, {"x": 2.0}, groups, "reward_aggr", 0.0, "global")
+    torch.testing.assert_close(mixed, out)  # a positive weight scales mean and std alike
+    with pytest.raises(ValueError, match="advantage.std"):
+        AdvantageConfig(std="batch")

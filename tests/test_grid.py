@@ -19,14 +19,20 @@ def config():
 def test_default_grid_runs_and_dedup(config):
     grid = build_grid(config)
     assert set(grid.runs) == {
-        "tafs_grpo", "flow_grpo", "dance_grpo", "mix_grpo", "no_tafs", "no_step_adv",
-        "tafs_grpo-n_annealed1", "tafs_grpo-n_annealed5", "tafs_grpo-n_adv2",
-        "tafs_grpo-reward_clip_only", "tafs_grpo-reward_dense_only"}
+        "tafs_grpo", "flow_grpo", "dance_grpo", "mix_grpo", "no_tafs", "no_step_adv", "tafs_grpo_shuffled",
+        "tafs_grpo-toy_composition", "tafs_grpo-n_annealed1", "tafs_grpo-n_annealed5", "tafs_grpo-n_adv2",
+        "tafs_grpo-adv_to_go", "tafs_grpo-reward_clip_only"}
     t = grid.tables
     # rows that equal an existing run reuse it: N_annealed = 3, N_adv = 3 and "combined" are TAFS-GRPO
     assert t["table4"] == [["1", "tafs_grpo-n_annealed1"], ["3", "tafs_grpo"], ["5", "tafs_grpo-n_annealed5"]]
-    assert t["table5"] == [["1", "no_step_adv"], ["2", "tafs_grpo-n_adv2"], ["3", "tafs_grpo"]]
+    assert t["table5"] == [["1", "no_step_adv"], ["2", "tafs_grpo-n_adv2"], ["3", "tafs_grpo"],
+                           ["3 (to_go)", "tafs_grpo-adv_to_go"]]
     assert dict(t["table6"])["combined"] == "tafs_grpo"
+    # Table 1 trains on toy_composition's reward (the checker's dense score): the same run as dense-only
+    assert t["table1"] == [["TAFS-GRPO", "tafs_grpo-toy_composition"]]
+    assert dict(t["table6"])["dense_only"] == "tafs_grpo-toy_composition"
+    assert grid.runs["tafs_grpo-toy_composition"].train["advantage"]["rewards"] == {"toy_dense": 1.0}
+    assert grid.runs["tafs_grpo-adv_to_go"].train["advantage"]["mode"] == "to_go"
     assert t["table7"] == "tafs_grpo"
     assert [r[1] for r in t["table2"]][-1] == "tafs_grpo"  # baselines first, TAFS last (as the paper)
 
@@ -77,8 +83,22 @@ def test_manifest_is_json_ready(config):
 
     m = grid_manifest(config, build_grid(config))
     assert json.loads(json.dumps(m)) == m
-    assert m["base"]["evals"] == [["ode", 28], ["ode", 4], ["ode", 8], ["annealed", 4]]
+    assert m["base"]["evals"] == [["best", 28], ["best", 4], ["best", 8]]
+    # Table 1's task labels strict accuracy in-domain; the main task (preference) holds it out
+    assert m["table1_metrics"]["in_domain"] == ["correct", "dense"] and "correct" in m["metrics"]["out_of_domain"]
+    runs = {x["name"]: x for x in m["models"] if x["kind"] == "run"}
+    assert runs["flow_grpo"]["samplers"] == ["ode", "annealed"] and runs["flow_grpo"]["nfe"] == [4, 5, 6, 7, 8]
+    assert runs["tafs_grpo-n_adv2"]["nfe"] == [8]  # ablation runs: the tables' NFE only
     assert m["runs"]["flow_grpo"]["label"] == "Flow-GRPO" and m["main_nfe"] == 8
+
+
+def test_table1_task_must_share_prompts_and_metrics(config):
+    config["tables"]["table1"]["task"] = "geneval"
+    with pytest.raises(ConfigError, match="tables.table1.task: task 'geneval' does not share"):
+        build_grid(config)
+    config["tables"]["table1"] = None  # Table 1 then shows the comparison runs, on the config's task
+    grid = build_grid(config)
+    assert [r for _, r in grid.tables["table1"]] == ["tafs_grpo", "flow_grpo", "dance_grpo", "mix_grpo"]
 
 
 def test_tables_need_evaluated_nfes(config):
@@ -92,7 +112,7 @@ def test_tables_need_evaluated_nfes(config):
     config["tables"]["base_rows"].pop()
     config["sweep"]["base_nfe"] = [4, 28]  # Table 2's base row reads the base's ODE at main_nfe (8)
     config["tables"]["base_rows"] = [["ode", 28]]
-    with pytest.raises(ConfigError, match=r"tables.main_nfe \(Table 2's base row, ODE\)"):
+    with pytest.raises(ConfigError, match=r"tables.main_nfe \(Table 2's base row\): the base model at \(best, 8 NFE\)"):
         build_grid(config)
 
 
@@ -125,8 +145,11 @@ def test_manifest_carries_the_task_and_the_models(config):
     assert m["figure4"] == {"metric": "correct", "second": "dense"}
     models = {x["name"]: x for x in m["models"]}
     assert models["base"]["samplers"] == ["ode", "annealed"] and models["base"]["seeds"] == [None]
-    assert models["flow_grpo"]["samplers"] == ["ode"] and models["flow_grpo"]["seeds"] == [0, 1, 2]
+    assert models["flow_grpo"]["samplers"] == ["ode", "annealed"] and models["flow_grpo"]["seeds"] == [0, 1, 2]
     assert set(models) == {"base", *build_grid(config).runs}
+    config["sweep"]["run_samplers"] = None  # then each run under its own eval sampler only
+    models = {x["name"]: x for x in grid_manifest(config, build_grid(config))["models"]}
+    assert models["flow_grpo"]["samplers"] == ["ode"] and models["tafs_grpo"]["samplers"] == ["annealed"]
 
 
 def test_toy_composition_task_trains_on_the_checker(config):

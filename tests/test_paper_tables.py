@@ -157,7 +157,8 @@ def test_rows_and_columns(written):
     assert list(csv(out, "table3")["method"]) == ["TAFS-GRPO", "- w/o Step Adv."]
     t4 = csv(out, "table4")
     assert [str(x) for x in t4["method"]] == ["1", "3"] and list(t4["run"]) == ["tafs_grpo-n_annealed1", "tafs_grpo"]
-    assert list(t4.columns[:5]) == ["method", "run", "n_seeds", "sec_per_iter", "sec_per_iter_ci95"]
+    assert list(t4.columns[:7]) == ["method", "run", "n_seeds", "sampler", "best", "sec_per_iter",
+                                    "sec_per_iter_ci95"]
     assert [str(x) for x in csv(out, "table5")["method"]] == ["1", "3"]
     assert list(csv(out, "table6")["method"]) == ["CLIP-only", "Combined"]
     assert list(csv(out, "table7")["method"]) == ["R^2 with R^4", "R^3 with R^4"]
@@ -193,7 +194,8 @@ def test_time_columns_and_missing_metric(written):
     assert t2.loc["base", "correct_ci95"] == pytest.approx(EVAL_CI)  # base: its evaluation's CI
     md = (out / "table2.md").read_text()
     base_line = next(line for line in md.splitlines() if line.startswith("| Base"))
-    assert base_line.split("|")[2].strip() == "-" and base_line.split("|")[3].strip() == "-"
+    assert base_line.split("|")[2].strip() == "ode"  # the Sampler column
+    assert base_line.split("|")[3].strip() == "-" and base_line.split("|")[4].strip() == "-"
     t1 = csv(out, "table1").set_index(["run", "nfe"])
     by_cat = [correct_value(0.0, s, 4) + 0.01 * CATEGORIES.index("position") for s in SEEDS]
     assert t1.loc[("tafs_grpo", 4), "correct_position"] == pytest.approx(sum(by_cat) / 3)
@@ -223,8 +225,10 @@ def test_figure4_frame(written):
     grid = load_manifest(root / "grid.json")
     f = figure4_frame(grid, root, "correct")
     runs = f[f["kind"] == "run"]
-    assert list(runs["series"].unique()) == ["TAFS-GRPO", "Flow-GRPO"] and list(runs["nfe"].unique()) == [4, 6, 8]
-    assert runs.set_index(["series", "nfe"]).loc[("TAFS-GRPO", 8), "mean"] == pytest.approx(0.4)
+    # Table 2's methods (the paper's Figure 4 compares them), each under the samplers it was evaluated with
+    assert list(runs["series"].unique()) == ["Flow-GRPO (ode)", "TAFS-GRPO (annealed)"]
+    assert list(runs["nfe"].unique()) == [4, 6, 8]
+    assert runs.set_index(["series", "nfe"]).loc[("TAFS-GRPO (annealed)", 8), "mean"] == pytest.approx(0.4)
     assert list(f.loc[f["kind"] == "base", "nfe"]) == [4, 6, 8]
     assert list(f.loc[f["kind"] == "base_ref", "nfe"]) == [28]
 
@@ -286,3 +290,40 @@ def test_a_task_without_categories_or_prefix(tmp_path):
     assert not [c for c in tables["table1"].data.columns if c.startswith("correct_") and c != "correct_ci95"]
     md = (root / "tables" / "table3.md").read_text()
     assert md.startswith("**Table 3.** Table 3 (component ablation") and "Dense (%)" not in md and "Dense" in md
+
+
+def test_every_sampler_and_the_better_one_shown(tmp_path):
+    """A run evaluated with both samplers: the CSV keeps both rows, md/tex show the one with the higher headline
+    metric, and the Sampler column names it; Table 1 reads its own task's in/out-of-domain labels."""
+    root = make_tree(tmp_path)
+    layout = Layout(root)
+    for seed in SEEDS:
+        for nfe in (4, 6, 8):  # tafs_grpo under the ODE: 0.05 better than its annealed chain at 8 NFE only
+            bonus = 0.05 if nfe == 8 else -0.05
+            write(layout.eval_metrics(ModelRef.run("tafs_grpo", seed), "ode", nfe),
+                  eval_json("tafs_grpo", "ode", nfe, correct_value(bonus, seed, nfe)))
+    grid = json.loads((root / "grid.json").read_text())
+    grid["models"] = [{"kind": "base", "name": "base", "samplers": ["ode", "annealed"]},
+                      {"kind": "run", "name": "tafs_grpo", "samplers": ["annealed", "ode"]}]
+    grid["headline"] = {"main": "correct", "table1": "correct"}
+    grid["table1_metrics"] = {"task": "toy_composition", "in_domain": ["correct", "dense"], "out_of_domain": ["clip"]}
+    grid["base"]["evals"] = [["best", 4], ["ode", 28]]
+    write(root / "grid.json", grid)
+    m = load_manifest(root / "grid.json")
+    t3 = pt.table3(m, root)
+    rows = t3.data[t3.data["run"] == "tafs_grpo"].set_index("sampler")
+    assert rows.loc["ode", "correct"] == pytest.approx(0.45) and rows.loc["annealed", "correct"] == pytest.approx(0.4)
+    assert bool(rows.loc["ode", "best"]) and not bool(rows.loc["annealed", "best"])
+    pt.write_table(t3, root / "t")
+    md = (root / "t" / "table3.md").read_text()
+    assert "| TAFS-GRPO" in md and md.count("| TAFS-GRPO") == 1 and "| ode" in md and "45.0 ± " in md
+    assert "better sampler" in t3.caption
+    t1 = pt.table1(m, root).data
+    base4 = t1[(t1["run"] == "base") & (t1["nfe"] == 4)].set_index("sampler")
+    # base at 4 NFE: both samplers evaluated with the same numbers here, so the first listed (ode) is shown
+    assert list(base4.index) == ["ode", "annealed"] and bool(base4.loc["ode", "best"])
+    tafs4 = t1[(t1["run"] == "tafs_grpo") & (t1["nfe"] == 4)].set_index("sampler")
+    assert bool(tafs4.loc["annealed", "best"]) and not bool(tafs4.loc["ode", "best"])  # annealed better at 4
+    cols = {c.key: c.group for c in pt.table1(m, root).columns}
+    assert cols["correct"] == "in-domain" and cols["clip"] == "out-of-domain"  # Table 1's own task view
+    assert {c.key: c.group for c in t3.columns}["correct"] == "out-of-domain"

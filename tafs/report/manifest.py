@@ -4,7 +4,7 @@ categories, the models, the runs and each table's rows."""
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,9 @@ class Manifest:
     tables: dict[str, Any]
     # name -> (label, NFEs evaluated (Figure 4), NFEs shown in Table 1)
     baselines: dict[str, tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+    samplers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # "base" / run -> samplers evaluated
+    headline: str = ""  # the metric that picks a model's better sampler in the tables
+    table1: "Manifest | None" = None  # Table 1's view when it has a task of its own (its domains, its headline)
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -46,6 +49,16 @@ class Manifest:
         if name not in self.runs:
             raise KeyError(f"run {name!r} (needed by {need}) is not in the grid manifest's 'runs'")
         return self.runs[name]
+
+    def samplers_of(self, model: str) -> tuple[str, ...]:
+        """The samplers a model ("base" or a run) was evaluated with (a run's eval sampler if not listed)."""
+        if model in self.samplers:
+            return self.samplers[model]
+        return (self.runs[model].eval_sampler,) if model in self.runs else ("ode",)
+
+    def for_table(self, table: str) -> "Manifest":
+        """The manifest as ``table`` reads it: Table 1's own task view where there is one."""
+        return self.table1 if table == "table1" and self.table1 is not None else self
 
     def label(self, metric: str) -> str:
         return self.metric_labels.get(metric, metric)
@@ -66,14 +79,15 @@ def read_required_json(path: Path, need: str) -> Any:
 def load_manifest(path: str | Path) -> Manifest:
     g = read_required_json(Path(path), "the paper tables (grid manifest)")
     task = g["task"]
-    runs = {name: RunSpec(name, r.get("label", name), r["eval_sampler"], r.get("train", {}))
+    runs = {name: RunSpec(name, r.get("label", name), r["eval_sampler"], r.get("train", {}), task=r.get("task", ""))
             for name, r in g["runs"].items()}
     cat_metric = task.get("category_metric")
     labels = dict(g.get("metric_labels", {}))
     cat_label = task.get("category_label") or (f"{labels.get(cat_metric, cat_metric)} by category" if cat_metric
                                                else "")
     fig = g.get("figure4", {})
-    return Manifest(
+    headline = g.get("headline", {})
+    m = Manifest(
         seeds=tuple(int(s) for s in g["seeds"]),
         run_nfe=tuple(int(n) for n in g["run_nfe"]),
         main_nfe=int(g["main_nfe"]),
@@ -94,4 +108,11 @@ def load_manifest(path: str | Path) -> Manifest:
         baselines={name: (b.get("label", name), tuple(int(n) for n in b["nfe"]),
                           tuple(int(n) for n in b.get("table_nfe") or b["nfe"]))
                    for name, b in (g.get("baselines") or {}).items()},
+        samplers={m["name"]: tuple(m["samplers"]) for m in g.get("models", []) if m["kind"] in ("base", "run")},
+        headline=headline.get("main") or fig.get("metric", "correct"),
     )
+    t1 = g.get("table1_metrics")
+    if t1 and (tuple(t1["in_domain"]), tuple(t1["out_of_domain"])) != (m.metrics_in, m.metrics_out):
+        return replace(m, table1=replace(m, metrics_in=tuple(t1["in_domain"]), metrics_out=tuple(t1["out_of_domain"]),
+                                         headline=headline.get("table1") or m.headline))
+    return m

@@ -14,10 +14,11 @@ from typing import Any
 
 from tafs.io import write_json
 from tafs.report.manifest import Manifest, load_manifest
-from tafs.report.results import (base_eval_stats, baseline_eval_stats, eval_keys, pearson_by_step, read_train_curves,
-                                 run_eval_stats, run_train_stats, unscored)
+from tafs.grid import BEST
+from tafs.report.results import (baseline_eval_stats, best_sampler, eval_keys, model_eval_options, pearson_by_step,
+                                 read_train_curves, run_train_stats, unscored)
 from tafs.report.table_model import (BASE_NOTE, Column, Table, is_missing, make_table, method_columns,
-                                     metric_columns, seed_note, stat_cells, write_table)
+                                     metric_columns, sampler_columns, seed_note, stat_cells, write_table)
 from tafs.stats import NAN, mean_ci
 
 TABLE_IDS = tuple(f"table{i}" for i in range(1, 8))
@@ -29,30 +30,51 @@ def _heading(m: Manifest, table: str) -> str:
     return f"{name} ({note})" if note else name
 
 
+def sampler_rows(m: Manifest, results: Path, model: str, nfe: int, need: str, row: dict[str, Any],
+                 keys: list[str], categories: bool = False, samplers: tuple[str, ...] | None = None) -> list[dict]:
+    """One row per sampler the model was evaluated with at ``nfe``; ``best`` marks the one with the higher
+    headline metric (the row Markdown and LaTeX show)."""
+    options = model_eval_options(results, m, model, nfe, need, categories, samplers)
+    best = best_sampler(options, m.headline)
+    return [{**row, "sampler": s, "best": s == best, **stat_cells(st, keys)} for s, st in options]
+
+
+def sampler_note(m: Manifest, models: list[str]) -> str:
+    """How the Sampler column was chosen, when some model was evaluated with more than one sampler."""
+    if not any(len(m.samplers_of(x)) > 1 for x in models):
+        return ""
+    return (f"; each model is shown with its better sampler at that NFE (higher {m.label(m.headline)}, chosen on "
+            "the same test images), named in the Sampler column; the CSV has every sampler (column best)")
+
+
 def table1(m: Manifest, results: Path) -> Table:
-    """Base at each configured (sampler, NFE) and each Table-1 run at each ``table1_nfe``."""
+    """Base at each configured (sampler, NFE) and each Table-1 run at each ``table1_nfe``, under its task's view
+    (Table 1 may train on a task of its own: tables.table1.task)."""
+    m = m.for_table("table1")
     keys = [k.column for k in eval_keys(m, categories=True)]
     rows = []
     for sampler, nfe in m.base_evals:
-        st = base_eval_stats(results, m, sampler, nfe, "table1", categories=True)
-        rows.append({"method": m.base_label, "run": "base", "n_seeds": None, "sampler": sampler, "nfe": nfe,
-                     **stat_cells(st, keys)})
+        samplers = m.samplers_of("base") if sampler == BEST else (sampler,)
+        rows += sampler_rows(m, results, "base", nfe, "table1", {"method": m.base_label, "run": "base",
+                             "n_seeds": None, "nfe": nfe}, keys, True, samplers)
     for name, (label, _, nfes) in m.baselines.items():
         for nfe in nfes:
             st = baseline_eval_stats(results, m, name, nfe, "table1", categories=True)
             rows.append({"method": label, "run": f"baselines/{name}", "n_seeds": None, "sampler": "pipeline",
-                         "nfe": nfe, **stat_cells(st, keys)})
-    for label, run in m.rows("table1"):
+                         "best": True, "nfe": nfe, **stat_cells(st, keys)})
+    runs = m.rows("table1")
+    for label, run in runs:
         for nfe in m.table1_nfe:
-            st = run_eval_stats(results, m, run, nfe, "table1", categories=True)
-            rows.append({"method": label, "run": run, "n_seeds": len(m.seeds),
-                         "sampler": m.run(run, "table1").eval_sampler, "nfe": nfe, **stat_cells(st, keys)})
-    columns = method_columns() + [Column("sampler", "Sampler"), Column("nfe", "NFE")] + metric_columns(m, True)
+            rows += sampler_rows(m, results, run, nfe, "table1", {"method": label, "run": run,
+                                 "n_seeds": len(m.seeds), "nfe": nfe}, keys, True)
+    columns = method_columns() + sampler_columns() + [Column("nfe", "NFE")] + metric_columns(m, True)
+    task = {r.task for _, name in runs if (r := m.run(name, "table1")).task}
+    on = f"; the trained rows train on task {', '.join(sorted(task))}" if task else ""
     caption = (f"{m.title('table1')} (step-distilled few-step comparison on GenEval): the base model at each "
-               "sampler/NFE, each evaluation-only baseline through its own pipeline, and each trained method with its "
-               "evaluation sampler at each NFE"
-               f"{_category_note(m)}; {seed_note(m)}; {BASE_NOTE}.")
-    return make_table("table1", rows, columns, caption, _heading(m, "table1"))
+               "sampler/NFE, each evaluation-only baseline through its own pipeline, and each trained method at each "
+               f"NFE{_category_note(m)}{on}{sampler_note(m, ['base'] + [r for _, r in runs])}; {seed_note(m)}; "
+               f"{BASE_NOTE}.")
+    return make_table("table1", rows, columns, caption, _heading(m, "table1"), shown="best")
 
 
 def table2(m: Manifest, results: Path, reference: str = "tafs_grpo") -> Table:
@@ -62,23 +84,22 @@ def table2(m: Manifest, results: Path, reference: str = "tafs_grpo") -> Table:
     (e.g. 2.1x = twice as slow as TAFS-GRPO); NaN when the reference run is not in the table.
     """
     keys = list(m.metrics)
-    base = base_eval_stats(results, m, "ode", m.main_nfe, "table2")
-    rows: list[dict] = [{"method": m.base_label, "run": "base", "n_seeds": None, "nfe_old_theta": None,
-                         "nfe_old": None, "nfe_theta": None, "sec_per_iter": NAN, "sec_per_iter_ci95": NAN,
-                         **stat_cells(base, keys)}]
+    rows = sampler_rows(m, results, "base", m.main_nfe, "table2",
+                        {"method": m.base_label, "run": "base", "n_seeds": None, "nfe_old_theta": None,
+                         "nfe_old": None, "nfe_theta": None, "sec_per_iter": NAN, "sec_per_iter_ci95": NAN}, keys)
     for label, run in m.rows("table2"):
         ts = run_train_stats(results, m, run, "table2")
-        st = run_eval_stats(results, m, run, m.main_nfe, "table2")
-        rows.append({"method": label, "run": run, "n_seeds": len(m.seeds),
-                     "nfe_old_theta": f"{ts.nfe_old} / {ts.nfe_theta}", "nfe_old": ts.nfe_old,
-                     "nfe_theta": ts.nfe_theta, "sec_per_iter": ts.sec_per_iter.mean,
-                     "sec_per_iter_ci95": ts.sec_per_iter.ci95, **stat_cells(st, keys)})
+        rows += sampler_rows(m, results, run, m.main_nfe, "table2",
+                             {"method": label, "run": run, "n_seeds": len(m.seeds),
+                              "nfe_old_theta": f"{ts.nfe_old} / {ts.nfe_theta}", "nfe_old": ts.nfe_old,
+                              "nfe_theta": ts.nfe_theta, "sec_per_iter": ts.sec_per_iter.mean,
+                              "sec_per_iter_ci95": ts.sec_per_iter.ci95}, keys)
     ref_rows = [r for r in rows if r["run"] == reference]
     ref_time = ref_rows[0]["sec_per_iter"] if ref_rows else NAN
     ref_label = ref_rows[0]["method"] if ref_rows else reference
     for r in rows:
         r["time_vs_ref"] = r["sec_per_iter"] / ref_time if ref_time and not is_missing(ref_time) else NAN
-    columns = method_columns() + [
+    columns = method_columns() + sampler_columns() + [
         Column("nfe_old_theta", "NFE_old / NFE_θ"),
         Column("nfe_old", "NFE_old", show=False),
         Column("nfe_theta", "NFE_θ", show=False),
@@ -87,14 +108,15 @@ def table2(m: Manifest, results: Path, reference: str = "tafs_grpo") -> Table:
     ] + metric_columns(m)
     caption = (f"{m.title('table2')} (training cost and in/out-of-domain quality at {m.main_nfe} NFE): "
                "NFE_old / NFE_θ are the forward passes of the old and current policy per policy ratio, time is "
-               f"seconds per training iteration and 'Time vs {ref_label}' its ratio to that row; "
-               f"{seed_note(m)}; {BASE_NOTE}.")
-    return make_table("table2", rows, columns, caption, _heading(m, "table2"))
+               f"seconds per training iteration and 'Time vs {ref_label}' its ratio to that row"
+               f"{sampler_note(m, ['base'] + [r for _, r in m.rows('table2')])}; {seed_note(m)}; {BASE_NOTE}.")
+    return make_table("table2", rows, columns, caption, _heading(m, "table2"), shown="best")
 
 
 def ablation_table(m: Manifest, results: Path, name: str, first_header: str, with_time: bool,
                    caption: str) -> Table:
-    """Rows ``(label, run)`` of ``name`` with (optionally) time per iteration and metrics at ``main_nfe``."""
+    """Rows ``(label, run)`` of ``name`` with (optionally) time per iteration and metrics at ``main_nfe``;
+    ``caption`` is completed with the sampler and seed notes."""
     keys = list(m.metrics)
     rows = []
     for label, run in m.rows(name):
@@ -102,35 +124,35 @@ def ablation_table(m: Manifest, results: Path, name: str, first_header: str, wit
         if with_time:
             t = run_train_stats(results, m, run, name).sec_per_iter
             row.update(sec_per_iter=t.mean, sec_per_iter_ci95=t.ci95)
-        row.update(stat_cells(run_eval_stats(results, m, run, m.main_nfe, name), keys))
-        rows.append(row)
+        rows += sampler_rows(m, results, run, m.main_nfe, name, row, keys)
     time_cols = [Column("sec_per_iter", "Time / iter (s)", digits=2, ci=True)] if with_time else []
-    columns = method_columns(first_header) + time_cols + metric_columns(m)
-    return make_table(name, rows, columns, caption, _heading(m, name))
+    columns = method_columns(first_header) + sampler_columns() + time_cols + metric_columns(m)
+    caption = f"{caption}{sampler_note(m, [r for _, r in m.rows(name)])}; {seed_note(m)}."
+    return make_table(name, rows, columns, caption, _heading(m, name), shown="best")
 
 
 def table3(m: Manifest, results: Path) -> Table:
     return ablation_table(m, results, "table3", "Method", False,
                           f"{m.title('table3')} (component ablation: without temperature-annealed sampling, "
-                          f"without step-aware advantages) at {m.main_nfe} NFE; {seed_note(m)}.")
+                          f"without step-aware advantages) at {m.main_nfe} NFE")
 
 
 def table4(m: Manifest, results: Path) -> Table:
     return ablation_table(m, results, "table4", "N_annealed", True,
                           f"{m.title('table4')} (number of temperature-annealed sampling steps): seconds per "
-                          f"training iteration and quality at {m.main_nfe} NFE; {seed_note(m)}.")
+                          f"training iteration and quality at {m.main_nfe} NFE")
 
 
 def table5(m: Manifest, results: Path) -> Table:
     return ablation_table(m, results, "table5", "N_adv", True,
                           f"{m.title('table5')} (number of advantage-integration steps): seconds per training "
-                          f"iteration and quality at {m.main_nfe} NFE; {seed_note(m)}.")
+                          f"iteration and quality at {m.main_nfe} NFE")
 
 
 def table6(m: Manifest, results: Path) -> Table:
     return ablation_table(m, results, "table6", "Reward", False,
                           f"{m.title('table6')} (training-reward sensitivity: single vs combined rewards) at "
-                          f"{m.main_nfe} NFE; {seed_note(m)}.")
+                          f"{m.main_nfe} NFE")
 
 
 def table7(m: Manifest, results: Path) -> Table:

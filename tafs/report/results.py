@@ -58,14 +58,16 @@ def eval_values(data: dict, keys: list[EvalKey]) -> dict[str, Stat]:
 
 
 def run_eval_stats(results: Path, m: Manifest, run: str, nfe: int, need: str,
-                   categories: bool = False) -> dict[str, Stat]:
-    """A run's evaluation at one NFE (its own eval sampler), aggregated over the manifest's seeds."""
+                   categories: bool = False, sampler: str | None = None) -> dict[str, Stat]:
+    """A run's evaluation at one NFE with ``sampler`` (default: its own eval sampler), aggregated over the
+    manifest's seeds."""
     spec, layout = m.run(run, need), Layout(results)
+    sampler = sampler or spec.eval_sampler
     keys = eval_keys(m, categories)
     per_seed = []
     for seed in m.seeds:
-        path = layout.eval_metrics(ModelRef.run(run, seed), spec.eval_sampler, nfe)
-        data = read_required_json(path, f"{need}, run {run!r} seed {seed} ({spec.eval_sampler}, NFE {nfe})")
+        path = layout.eval_metrics(ModelRef.run(run, seed), sampler, nfe)
+        data = read_required_json(path, f"{need}, run {run!r} seed {seed} ({sampler}, NFE {nfe})")
         per_seed.append(eval_values(data, keys))
     one = len(per_seed) == 1
     return {k.column: mean_ci([s[k.column].mean for s in per_seed], single_ci=per_seed[0][k.column].ci95 if one
@@ -89,6 +91,25 @@ def baseline_eval_stats(results: Path, m: Manifest, name: str, nfe: int, need: s
     path = Layout(results).eval_metrics(ModelRef.baseline(name), "pipeline", nfe)
     data = read_required_json(path, f"{need}, baseline {name!r} (NFE {nfe})")
     return eval_values(data, eval_keys(m, categories))
+
+
+def model_eval_options(results: Path, m: Manifest, model: str, nfe: int, need: str, categories: bool = False,
+                       samplers: tuple[str, ...] | None = None) -> list[tuple[str, dict[str, Stat]]]:
+    """(sampler, stats) of a model ("base" or a run) at one NFE under each sampler it was evaluated with."""
+    out = []
+    for sampler in samplers or m.samplers_of(model):
+        stats = (base_eval_stats(results, m, sampler, nfe, need, categories) if model == "base" else
+                 run_eval_stats(results, m, model, nfe, need, categories, sampler))
+        out.append((sampler, stats))
+    return out
+
+
+def best_sampler(options: list[tuple[str, dict[str, Stat]]], metric: str) -> str:
+    """The sampler with the higher mean ``metric`` (the first listed on a tie or when the metric is missing)."""
+    def score(item: tuple[str, dict[str, Stat]]) -> float:
+        value = item[1][metric].mean if metric in item[1] else NAN
+        return -math.inf if math.isnan(value) else value
+    return max(options, key=score)[0] if options else ""
 
 
 @dataclass(frozen=True)

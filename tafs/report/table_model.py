@@ -50,12 +50,14 @@ class Table:
     columns: list[Column]
     caption: str
     heading: str = ""  # bold lead of the Markdown version, e.g. "Table 1 (toy analogue)"
+    shown: str | None = None  # a boolean CSV column: only its True rows are in md/tex (the CSV keeps all)
 
 
-def make_table(name: str, rows: list[dict], columns: list[Column], caption: str, heading: str = "") -> Table:
+def make_table(name: str, rows: list[dict], columns: list[Column], caption: str, heading: str = "",
+               shown: str | None = None) -> Table:
     """Rows (dicts keyed by CSV column) into a Table whose CSV schema is fixed even with no rows."""
     keys = [k for c in columns for k in c.csv_keys]
-    return Table(name, pd.DataFrame(rows, columns=keys), columns, caption, heading or name)
+    return Table(name, pd.DataFrame(rows, columns=keys), columns, caption, heading or name, shown)
 
 
 def stat_cells(values: dict[str, Stat], keys: Sequence[str]) -> dict[str, float]:
@@ -91,14 +93,15 @@ def format_stat(mean: float, ci: float, scale: float, digits: int, suffix: str =
 def display_frame(table: Table) -> pd.DataFrame:
     """Formatted strings with (group, header) MultiIndex columns, for md and tex."""
     shown = [c for c in table.columns if c.show]
+    data = table.data[table.data[table.shown].astype(bool)] if table.shown else table.data
     cells: dict[tuple[str, str], list[str]] = {}
     for c in shown:
         if c.digits is None:
-            cells[(c.group, c.header)] = [format_text(v) for v in table.data[c.key]]
+            cells[(c.group, c.header)] = [format_text(v) for v in data[c.key]]
         else:
-            ci = table.data[f"{c.key}_ci95"] if c.ci else [NAN] * len(table.data)
+            ci = data[f"{c.key}_ci95"] if c.ci else [NAN] * len(data)
             cells[(c.group, c.header)] = [format_stat(m, e, c.scale, c.digits, c.suffix)
-                                          for m, e in zip(table.data[c.key], ci)]
+                                          for m, e in zip(data[c.key], ci)]
     return pd.DataFrame(cells, columns=pd.MultiIndex.from_tuples([(c.group, c.header) for c in shown]))
 
 
@@ -161,6 +164,11 @@ def metric_columns(m: Manifest, categories: bool = False) -> list[Column]:
 
 def method_columns(header: str = "Method") -> list[Column]:
     return [Column("method", header), Column("run", "Run", show=False), Column("n_seeds", "Seeds", show=False)]
+
+
+def sampler_columns() -> list[Column]:
+    """The sampler of a row and whether it is the model's better one at that NFE (the row md/tex show)."""
+    return [Column("sampler", "Sampler"), Column("best", "Best sampler", show=False)]
 
 
 def seed_note(m: Manifest) -> str:

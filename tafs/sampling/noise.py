@@ -40,3 +40,15 @@ def batch_randn(shape: torch.Size | tuple[int, ...], generator: torch.Generator 
         raise ValueError(f"batch noise of {shape[0]} rows inside a shard of {stop - start} rows: draw it outside "
                          "`sharded` or per sample")
     return torch.randn((total, *shape[1:]), generator=generator, device=device, dtype=dtype)[start:stop]
+
+
+def initial_noise(n_prompts: int, group_size: int, shape: tuple[int, ...], generator: torch.Generator | None,
+                  same_in_group: bool = False) -> torch.Tensor:
+    """The starting noise of all ``n_prompts`` x ``group_size`` samples of an iteration (rows group-major), drawn
+    in one call: every process draws all of it and keeps its rows, so a sample's noise does not depend on the
+    number of processes. ``same_in_group`` (``method.same_init_noise``): every sample of a group starts from the
+    group's first row. The same tensor is drawn either way, so the generator ends in the same state."""
+    noise = torch.randn((n_prompts * group_size, *shape), generator=generator)
+    if same_in_group:
+        noise = noise[::group_size].repeat_interleave(group_size, 0)
+    return noise

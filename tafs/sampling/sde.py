@@ -15,6 +15,15 @@ forward pass (see :func:`velocity_and_x0`).
 - CPS (Coefficients-Preserving Sampling): eps_hat = (x - (1 - s) x0_hat) / s,
   mean = (1 - s') x0_hat + s' cos(eta pi / 2) eps_hat, std = s' sin(eta pi / 2). eta = 1 is exactly the
   TAFS re-noise transition (DESIGN §5), which :func:`tafs.sampling.annealed.renoise_transition` reuses.
+  With ``logprob="reference"`` (``method.cps_logprob``) its log-prob is the CPS reference code's
+  -mean((a - mean)^2) (no 1 / (2 std^2), no normaliser; IamCreateAI/FlowCPS and yifan123/flow_grpo,
+  flow_grpo/diffusers_patch/sd3_sde_with_logprob.py) and its KL term mean((mu - mu_ref)^2) (FlowCPS
+  scripts/train_sd3.py), both in sampling and in the loss: :func:`transition_log_prob` and
+  :func:`transition_kl` are the one place either is computed.
+
+:func:`sample_sde` with ``last_noise`` (``method.last_step_noise``) also samples the last step (to sigma 0)
+from the transition's Gaussian, as Flow-GRPO's reference pipeline does (sigma' = 0, dt = -s,
+std = g sqrt(s)); that step is never an action (Flow-GRPO trains int(0.99 n_steps) = n_steps - 1 steps).
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ import torch
 from tafs import flow
 from tafs.models.backbone import Backbone, Cond
 from tafs.sampling.noise import batch_randn
-from tafs.sampling.policy import gaussian_log_prob
+from tafs.sampling.policy import gaussian_kl_same_std, gaussian_log_prob, squared_error_kl, squared_error_log_prob
 from tafs.sampling.trajectory import Trajectory, Transition
 
 
@@ -121,16 +130,38 @@ def cps_gaussian(backbone: Backbone, x: torch.Tensor, sigma: float, sigma_next: 
     return mean, std, x0_hat
 
 
+CPS_LOGPROBS = ("gaussian", "reference")
+
+
 @dataclass(frozen=True)
 class CPSTransition:
-    """Coefficients-Preserving Sampling with noise level ``eta`` in [0, 1] (eta = 1: TAFS re-noising)."""
+    """Coefficients-Preserving Sampling with noise level ``eta`` in [0, 1] (eta = 1: TAFS re-noising).
+
+    ``logprob``: "gaussian" (log N(a; mean, std^2 I) averaged over dims, like every other transition) or
+    "reference" (the CPS code's -mean((a - mean)^2), and its KL mean((mu - mu_ref)^2)).
+    """
 
     eta: float
+    logprob: str = "gaussian"
+
+    def __post_init__(self) -> None:
+        if self.logprob not in CPS_LOGPROBS:
+            raise ValueError(f"CPS log-prob must be one of {CPS_LOGPROBS}, got {self.logprob!r}")
 
     def __call__(self, backbone: Backbone, x: torch.Tensor, sigma: float, sigma_next: float,
                  cond: Cond) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         c, s = cps_coefficients(self.eta)
         return cps_gaussian(backbone, x, sigma, sigma_next, cond, c, s)
+
+    def log_prob(self, action: torch.Tensor, mean: torch.Tensor, std: torch.Tensor | float) -> torch.Tensor:
+        if self.logprob == "reference":
+            return squared_error_log_prob(action, mean)
+        return gaussian_log_prob(action, mean, std)
+
+    def kl(self, mean: torch.Tensor, mean_ref: torch.Tensor, std: torch.Tensor | float) -> torch.Tensor:
+        if self.logprob == "reference":
+            return squared_error_kl(mean, mean_ref)
+        return gaussian_kl_same_std(mean, mean_ref, std)
 
 
 def flow_sde_transition(eta: float) -> Transition:
@@ -141,8 +172,24 @@ def dance_sde_transition(eta: float) -> Transition:
     return DanceSDETransition(float(eta))
 
 
-def cps_transition(eta: float) -> Transition:
-    return CPSTransition(float(eta))
+def cps_transition(eta: float, logprob: str = "gaussian") -> Transition:
+    return CPSTransition(float(eta), logprob)
+
+
+def transition_log_prob(transition: Transition, action: torch.Tensor, mean: torch.Tensor,
+                        std: torch.Tensor | float) -> torch.Tensor:
+    """The log-prob (B,) of ``action`` under ``transition``'s (mean, std): its own ``log_prob`` when it has
+    one (CPS), else the Gaussian. The samplers record it and the loss re-evaluates it through this function."""
+    own = getattr(transition, "log_prob", None)
+    return own(action, mean, std) if own is not None else gaussian_log_prob(action, mean, std)
+
+
+def transition_kl(transition: Transition, mean: torch.Tensor, mean_ref: torch.Tensor,
+                  std: torch.Tensor | float) -> torch.Tensor:
+    """The KL term (B,) between the policy's and the reference's step: the transition's own ``kl`` when it
+    has one (CPS), else the equal-std Gaussian KL."""
+    own = getattr(transition, "kl", None)
+    return own(mean, mean_ref, std) if own is not None else gaussian_kl_same_std(mean, mean_ref, std)
 
 
 # -- the generic chain ----------------------------------------------------------------------------------
@@ -153,19 +200,8 @@ def _randn(shape: torch.Size, generator: torch.Generator | None, like: torch.Ten
     return batch_randn(shape, generator, dev, like.dtype).to(like.device)
 
 
-@torch.no_grad()
-def sample_sde(backbone: Backbone, cond: Cond, noise: torch.Tensor, sigmas: Sequence[float] | torch.Tensor,
-               transition: Transition, stochastic: Sequence[bool], generator: torch.Generator | None = None
-               ) -> Trajectory:
-    """A chain over ``sigmas`` (decreasing, ending at 0) with N = len(sigmas) - 1 model calls.
-
-    Step j (sigmas[j] -> sigmas[j+1]) samples from ``transition`` when ``stochastic[j]``, else it is the
-    Euler ODE step x + (s' - s) v (no noise, log-prob 0, never trained). The last step (to 0) is always
-    the deterministic Euler step, which equals the one-step estimate, so ``final == x0_hats[:, -1]``.
-    ``stochastic`` has N - 1 entries (or N with a False last entry). The trajectory's actions are the
-    N - 1 non-final steps, ``trained`` = the stochastic mask, ``action_step[j] = j + 1``, ``nfe = N``.
-    """
-    sig = [float(s) for s in (sigmas.tolist() if isinstance(sigmas, torch.Tensor) else sigmas)]
+def _check_chain(sig: list[float], stochastic: Sequence[bool]) -> list[bool]:
+    """Validates the schedule; returns the stochastic mask of the N - 1 non-final steps."""
     n = len(sig) - 1
     if n < 1:
         raise ValueError(f"need at least 2 sigmas (1 model call), got {sig}")
@@ -176,29 +212,58 @@ def sample_sde(backbone: Backbone, cond: Cond, noise: torch.Tensor, sigmas: Sequ
     mask = [bool(m) for m in stochastic]
     if len(mask) == n:
         if mask[-1]:
-            raise ValueError("the last step (to sigma 0) is deterministic; stochastic[-1] must be False")
+            raise ValueError("the last step (to sigma 0) is never an action; stochastic[-1] must be False "
+                             "(its noise is sample_sde's last_noise)")
         mask = mask[:-1]
     if len(mask) != n - 1:
         raise ValueError(f"stochastic needs {n - 1} entries (one per non-final step), got {len(mask)}")
+    return mask
 
+
+def _gaussian_step(backbone: Backbone, x: torch.Tensor, s: float, s_next: float, cond: Cond,
+                   transition: Transition, generator: torch.Generator | None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One draw a ~ transition(x): (a, its log-prob (B,), x0_hat)."""
+    mean, std, x0_hat = transition(backbone, x, s, s_next, cond)
+    eps = _randn(x.shape, generator, x)
+    a = (mean + std.reshape(-1, *([1] * (x.ndim - 1))).to(mean.dtype) * eps).to(x.dtype)
+    return a, transition_log_prob(transition, a, mean, std), x0_hat
+
+
+@torch.no_grad()
+def sample_sde(backbone: Backbone, cond: Cond, noise: torch.Tensor, sigmas: Sequence[float] | torch.Tensor,
+               transition: Transition, stochastic: Sequence[bool], generator: torch.Generator | None = None,
+               last_noise: bool = False) -> Trajectory:
+    """A chain over ``sigmas`` (decreasing, ending at 0) with N = len(sigmas) - 1 model calls.
+
+    Step j (sigmas[j] -> sigmas[j+1]) samples from ``transition`` when ``stochastic[j]``, else it is the
+    Euler ODE step x + (s' - s) v (no noise, log-prob 0, never trained). The last step (to 0) is never an
+    action: by default it is the deterministic Euler step, which equals the one-step estimate, so
+    ``final == x0_hats[:, -1]`` is the last model call's clean estimate. With ``last_noise`` it samples the
+    transition's Gaussian at sigma' = 0 instead (Flow-GRPO's reference; one more noise draw), ``final`` is
+    that noisy sample and ``x0_hats[:, -1]`` is set to it, so the last scored estimate is the output image
+    (``final == x0_hats[:, -1]`` holds in both modes; the last call's clean estimate is not kept).
+    ``stochastic`` has N - 1 entries (or N with a False last entry). The trajectory's actions are the
+    N - 1 non-final steps, ``trained`` = the stochastic mask, ``action_step[j] = j + 1``, ``nfe = N``.
+    """
+    sig = [float(s) for s in (sigmas.tolist() if isinstance(sigmas, torch.Tensor) else sigmas)]
+    mask, n = _check_chain(sig, stochastic), len(sig) - 1
     x = noise
     states, actions, logps, x0s = [], [], [], []
-    for j in range(n):
+    for j in range(n - 1):
         s, s_next = sig[j], sig[j + 1]
-        if j == n - 1:  # Euler to 0: x - s v = x0_hat
-            x0s.append(backbone.predict_x0(x, _sigma_batch(x, s), cond))
-            break
         if mask[j]:
-            mean, std, x0_hat = transition(backbone, x, s, s_next, cond)
-            eps = _randn(x.shape, generator, x)
-            a = (mean + std.reshape(-1, *([1] * (x.ndim - 1))).to(mean.dtype) * eps).to(x.dtype)
-            logp = gaussian_log_prob(a, mean, std)
+            a, logp, x0_hat = _gaussian_step(backbone, x, s, s_next, cond, transition, generator)
         else:
             v, x0_hat = velocity_and_x0(backbone, x, s, cond)
             a = flow.euler_step(x, v, s, s_next)
             logp = torch.zeros(x.shape[0], device=x.device, dtype=torch.float32)
         states.append(x), actions.append(a), logps.append(logp), x0s.append(x0_hat)
         x = a
+    if last_noise:  # the output image is the SDE sample at sigma 0
+        x0s.append(_gaussian_step(backbone, x, sig[n - 1], 0.0, cond, transition, generator)[0])
+    else:  # Euler to 0: x - s v = x0_hat
+        x0s.append(backbone.predict_x0(x, _sigma_batch(x, sig[n - 1]), cond))
 
     b, k = noise.shape[0], len(actions)
     empty = noise.new_zeros((b, 0, *noise.shape[1:]))

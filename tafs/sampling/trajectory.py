@@ -25,8 +25,10 @@ class Trajectory:
 
     states[:, j] is the input of action j (at sigmas[j]); actions[:, j] the sampled next state (at
     sigmas_next[j]); log_probs[:, j] its log-prob under the sampling policy; x0_hats[:, n] the one-step
-    clean estimate of every model call (n = 0..nfe-1; the last one is the output image); trained[j]
-    says whether action j enters the loss; nfe counts the sampler's model calls per sample.
+    clean estimate of every model call (n = 0..nfe-1), except that the last entry is always the output
+    image, ``x0_hats[:, -1] == final`` (the last call's clean estimate, or, with the SDE samplers'
+    ``method.last_step_noise``, the noisy sample of the last SDE step); trained[j] says whether action j
+    enters the loss; nfe counts the sampler's model calls per sample.
     """
 
     states: torch.Tensor  # (B, T, C, H, W)

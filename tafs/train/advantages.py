@@ -14,6 +14,7 @@ import torch
 
 MODES = ("integrated", "per_step", "to_go")
 AGGREGATIONS = ("reward_aggr", "advantage_aggr")
+STD_SCOPES = ("group", "global")
 
 
 @dataclass(frozen=True)
@@ -24,10 +25,13 @@ class AdvantageConfig:
     aggregation: str = "reward_aggr"
     eps: float = 1e-4
     shuffle_control: bool = False  # permute advantages within each group: the no-signal control
+    std: str = "group"  # divide by the std of the prompt group, or of the whole batch ("global", Flow-GRPO's global_std)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"advantage.mode must be one of {MODES}, got {self.mode!r}")
+        if self.std not in STD_SCOPES:
+            raise ValueError(f"advantage.std must be one of {STD_SCOPES}, got {self.std!r}")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"advantage.aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
         if self.n_adv < 1:
@@ -37,32 +41,41 @@ class AdvantageConfig:
             raise ValueError(f"advantage.rewards: weights must be >= 0 and not all zero, got {dict(self.rewards)}")
 
 
-def group_normalize(rewards: torch.Tensor, groups: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
-    """(R - mean_g R) / (std_g R + eps) per group and per column. rewards (N, S), groups (N,) ids."""
+def group_normalize(rewards: torch.Tensor, groups: torch.Tensor, eps: float = 1e-4, std: str = "group") -> torch.Tensor:
+    """(R - mean_g R) / (std R + eps) per group and per column; rewards (N, S), groups (N,) ids.
+
+    ``std="group"``: the std of the prompt group (GRPO); ``"global"``: the std of the column over the whole batch
+    (every group), as Flow-GRPO's ``global_std`` option, so groups whose samples barely differ keep small
+    advantages instead of being blown up to unit scale.
+    """
     out = torch.empty_like(rewards, dtype=torch.float32)
     r = rewards.float()
+    whole = r.std(0, unbiased=False) if r.shape[0] > 1 else torch.zeros_like(r[0])
     for g in torch.unique(groups):
         m = groups == g
         block = r[m]
-        std = block.std(0, unbiased=False) if block.shape[0] > 1 else torch.zeros_like(block[0])
-        out[m] = (block - block.mean(0)) / (std + eps)
+        if std == "global":
+            scale = whole
+        else:
+            scale = block.std(0, unbiased=False) if block.shape[0] > 1 else torch.zeros_like(block[0])
+        out[m] = (block - block.mean(0)) / (scale + eps)
     return out
 
 
 def mix_advantages(rewards: dict[str, torch.Tensor], weights: dict[str, float], groups: torch.Tensor,
-                   aggregation: str, eps: float = 1e-4) -> torch.Tensor:
+                   aggregation: str, eps: float = 1e-4, std: str = "group") -> torch.Tensor:
     """Per-step advantages (N, S) of a weighted reward mix.
 
     ``reward_aggr``: normalise the weighted sum of rewards; ``advantage_aggr``: normalise each reward,
-    then take the weighted sum of the advantages.
+    then take the weighted sum of the advantages. ``std``: see :func:`group_normalize`.
     """
     missing = sorted(set(weights) - set(rewards))
     if missing:
         raise KeyError(f"rewards {missing} were asked for but not computed")
     if aggregation == "reward_aggr":
         total = sum(w * rewards[k].float() for k, w in weights.items())
-        return group_normalize(total, groups, eps)
-    return sum(w * group_normalize(rewards[k], groups, eps) for k, w in weights.items())
+        return group_normalize(total, groups, eps, std)
+    return sum(w * group_normalize(rewards[k], groups, eps, std) for k, w in weights.items())
 
 
 def action_weights(adv: torch.Tensor, action_step: torch.Tensor, mode: str, n_adv: int) -> torch.Tensor:

@@ -9,6 +9,21 @@ Samplers:
 - ``mix_sde``: MixGRPO, the Flow-GRPO SDE inside a sliding window of ``window`` steps, ODE outside; the
   window starts at 0 and advances by one step every ``window_every`` iterations, wrapping around.
 - ``cps``: Coefficients-Preserving Sampling on an ``n_steps`` schedule, every non-final step trained.
+
+Options that run a baseline as its authors' code does (all off by default, which is the behaviour above):
+- ``cps_logprob: reference`` (cps): log-probs -mean((a - mu)^2) over non-batch dims, no 1 / (2 std^2), no
+  normaliser, both recorded while sampling and re-evaluated in the loss (so ratios are exp of their
+  difference), and the KL term mean((mu - mu_ref)^2) (IamCreateAI/FlowCPS, yifan123/flow_grpo sde_type
+  "cps"). ``gaussian`` (default) keeps log N(a; mu, std^2 I).
+- ``last_step_noise`` (flow_sde, mix_sde): the last step (to sigma 0) samples the Flow-GRPO SDE Gaussian
+  (std g sqrt(sigma), mean from the same formula with dt = -sigma) instead of the Euler step; the output
+  image (the one rewarded) is that noisy sample; the step is not trained (Flow-GRPO trains
+  int(0.99 n_steps) = n_steps - 1 steps). MixGRPO's own code never noises its last step.
+- ``same_init_noise`` (any sampler): the G samples of a prompt start from the same initial noise
+  (DanceGRPO's and MixGRPO's launch scripts pass ``--init_same_noise``).
+- ``window_wrap: false`` (mix_sde): the window stops at its last full position instead of restarting at 0.
+  (MixGRPO's launch scripts pass ``--roll_back``, i.e. restart at 0; its window start runs 0..n_steps - 2 and
+  the window is cut at index n_steps - 3, so its last positions are narrower; ours are always full.)
 """
 
 from __future__ import annotations
@@ -20,11 +35,14 @@ import torch
 from tafs import flow
 from tafs.models.backbone import Backbone, Cond
 from tafs.sampling.annealed import renoise_transition, sample_annealed
-from tafs.sampling.sde import cps_transition, dance_sde_transition, flow_sde_transition, sample_sde
+from tafs.sampling.sde import (CPS_LOGPROBS, cps_transition, dance_sde_transition, flow_sde_transition, sample_sde,
+                               transition_kl, transition_log_prob)
 from tafs.sampling.trajectory import Trajectory, Transition
 
 SAMPLERS = ("annealed", "flow_sde", "dance_sde", "mix_sde", "cps")
 SDE_SAMPLERS = ("flow_sde", "dance_sde", "mix_sde", "cps")
+LAST_NOISE_SAMPLERS = ("flow_sde", "mix_sde")
+FLAGS = ("last_step_noise", "same_init_noise", "window_wrap")
 
 
 @dataclass(frozen=True)
@@ -37,10 +55,19 @@ class MethodConfig:
     train_fraction: float = 0.6  # dance_sde: fraction of the n_steps - 1 actions trained per iteration
     window: int = 4  # mix_sde: SDE (and trained) steps per iteration
     window_every: int = 25  # mix_sde: the window advances by one step every this many iterations
+    # cps: "gaussian" (log N(a; mu, std^2 I)) | "reference" (the CPS code's -mean((a - mu)^2), no constants,
+    # and KL mean((mu - mu_ref)^2)), used while sampling and in the loss alike
+    cps_logprob: str = "gaussian"
+    # flow_sde / mix_sde: the last step (to sigma 0) samples the SDE Gaussian (std g sqrt(sigma)) like Flow-GRPO's
+    # code; the rewarded output image is that noisy sample; the step is never trained
+    last_step_noise: bool = False
+    same_init_noise: bool = False  # any sampler: the G samples of a prompt share one initial noise (--init_same_noise)
+    window_wrap: bool = True  # mix_sde: after the last position the window restarts at 0; false: it stays there
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
             raise ValueError(f"method.sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        self._check_reference_options()
         if self.n_annealed < 1:
             raise ValueError(f"method.n_annealed must be >= 1 for training, got {self.n_annealed}")
         if self.shift is not None and not self.shift > 0:
@@ -64,6 +91,23 @@ class MethodConfig:
                                  f"deterministic), got {self.window}")
             if self.window_every < 1:
                 raise ValueError(f"method.window_every must be >= 1, got {self.window_every}")
+
+    def _check_reference_options(self) -> None:
+        """The as-the-authors-run-it options: valid values, and set only where they mean something."""
+        for key in FLAGS:
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"method.{key} must be true or false, got {getattr(self, key)!r}")
+        if self.cps_logprob not in CPS_LOGPROBS:
+            raise ValueError(f"method.cps_logprob must be one of {CPS_LOGPROBS}, got {self.cps_logprob!r}")
+        if self.cps_logprob != "gaussian" and self.sampler != "cps":
+            raise ValueError(f"method.cps_logprob = {self.cps_logprob!r} applies to the cps sampler only, "
+                             f"got sampler {self.sampler!r}")
+        if self.last_step_noise and self.sampler not in LAST_NOISE_SAMPLERS:
+            raise ValueError(f"method.last_step_noise applies to the samplers {LAST_NOISE_SAMPLERS} only (Flow-GRPO's "
+                             f"SDE), got sampler {self.sampler!r}")
+        if not self.window_wrap and self.sampler != "mix_sde":
+            raise ValueError(f"method.window_wrap = false applies to the mix_sde sampler only, got sampler "
+                             f"{self.sampler!r}")
 
 
 class Method:
@@ -99,9 +143,11 @@ class Method:
         return min(n, max(1, int(self.cfg.train_fraction * n + 0.5)))
 
     def window_start(self, iteration: int) -> int:
-        """mix_sde: first step of the window, (iteration // window_every) % (n_steps - 1 - window + 1)."""
+        """mix_sde: first step of the window. With P = n_steps - 1 - window + 1 full-window positions and
+        k = iteration // window_every: k % P (window_wrap), else min(k, P - 1)."""
         positions = self.num_actions - self.cfg.window + 1
-        return (iteration // self.cfg.window_every) % positions
+        k = iteration // self.cfg.window_every
+        return k % positions if self.cfg.window_wrap else min(k, positions - 1)
 
     def stochastic_mask(self, iteration: int) -> list[bool]:
         """Which of the non-final steps are stochastic (SDE samplers)."""
@@ -123,7 +169,7 @@ class Method:
             trained = torch.zeros(self.num_actions, dtype=torch.bool)
             trained[pick] = True
         traj = sample_sde(backbone, cond, noise, self.sigmas(), self.transition, self.stochastic_mask(iteration),
-                          generator)
+                          generator, last_noise=cfg.last_step_noise)
         if trained is not None:
             traj.trained = trained
         return traj
@@ -137,7 +183,15 @@ class Method:
             return flow_sde_transition(self.cfg.eta)
         if s == "dance_sde":
             return dance_sde_transition(self.cfg.eta)
-        return cps_transition(self.cfg.eta)
+        return cps_transition(self.cfg.eta, self.cfg.cps_logprob)
+
+    def log_prob(self, action: torch.Tensor, mean: torch.Tensor, std: torch.Tensor | float) -> torch.Tensor:
+        """The policy log-prob (B,) of ``action`` given the transition's (mean, std): what the samplers record."""
+        return transition_log_prob(self.transition, action, mean, std)
+
+    def kl(self, mean: torch.Tensor, mean_ref: torch.Tensor, std: torch.Tensor | float) -> torch.Tensor:
+        """The KL term (B,) between the policy's step (mean, std) and the reference's (mean_ref, std)."""
+        return transition_kl(self.transition, mean, mean_ref, std)
 
     @property
     def natural_eval_sampler(self) -> str:

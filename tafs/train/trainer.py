@@ -29,9 +29,8 @@ from tafs.models.backbone import Backbone, Cond, LoraSpec
 from tafs.models.text_cache import TextEmbeddingCache
 from tafs.prompts import Prompt, by_category, check_metadata
 from tafs.rewards import registry
-from tafs.sampling.noise import sharded
+from tafs.sampling.noise import initial_noise, sharded
 from tafs.sampling.trajectory import Trajectory, concat
-from tafs.sampling.policy import gaussian_kl_same_std, gaussian_log_prob
 from tafs.seeding import seed_everything, step_generators
 from tafs.stats import pearson
 from tafs.train.advantages import AdvantageConfig, action_weights, mix_advantages, shuffle_within_groups
@@ -226,11 +225,13 @@ class Trainer:
 
         t0 = time.time()
         self.backbone.denoiser().eval()
-        noise = torch.randn((len(everyone), *self.backbone.latent_shape), generator=gen)[start:stop].to(dev)
+        noise = initial_noise(len(drawn), cfg.group_size, tuple(self.backbone.latent_shape), gen,
+                              cfg.method.same_init_noise)[start:stop].to(dev)
         traj = self.sample(cond, noise, gen, it, (start, stop, len(everyone)))
         t1 = time.time()
         rewards = {k: self.shard.gather(v.to(dev)).cpu() for k, v in self.score_steps(group, traj.x0_hats).items()}
-        adv = mix_advantages(rewards, cfg.advantage.rewards, groups, cfg.advantage.aggregation, cfg.advantage.eps)
+        adv = mix_advantages(rewards, cfg.advantage.rewards, groups, cfg.advantage.aggregation, cfg.advantage.eps,
+                             cfg.advantage.std)
         weights = action_weights(adv, traj.action_step - 1, cfg.advantage.mode, cfg.advantage.n_adv)
         if cfg.advantage.shuffle_control:
             weights = shuffle_within_groups(weights, groups, gen)
@@ -302,12 +303,12 @@ class Trainer:
         s, s_next = float(traj.sigmas[j]), float(traj.sigmas_next[j])
         with self.accel.autocast():
             mean, std, _ = self.method.transition(self.backbone, x, s, s_next, cond)
-        logp = gaussian_log_prob(a, mean, std)
+        logp = self.method.log_prob(a, mean, std)  # what the sampler recorded (method.cps_logprob)
         kl = None
         if self.cfg.beta > 0:
             with torch.no_grad(), self.backbone.adapter_disabled(), self.accel.autocast():
                 mean_ref, _, _ = self.method.transition(self.backbone, x, s, s_next, cond)
-            kl = gaussian_kl_same_std(mean, mean_ref, std)
+            kl = self.method.kl(mean, mean_ref, std)
         return ppo_clip_loss(logp, traj.log_probs[mb, j], weights[mb, j], self.cfg.clip_eps, kl, self.cfg.beta)
 
     # -- the run -----------------------------------------------------------------------------------

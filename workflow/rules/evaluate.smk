@@ -37,33 +37,39 @@ rule eval_base:
         "--threads {threads}" + LOGGED
 
 
-rule eval_run:
-    input:
-        model=PLAN.base_model(),
-        adapter=str(L.adapter("{run}", "{seed}")),
-        prompts=PLAN.eval_prompts(),
-        rewards=PLAN.reward_inputs(PLAN.eval_reward_names()),
-    output:
-        **_sweep_outputs(RUN, config["sweep"]["run_nfe"], "{run}"),
-    wildcard_constraints:
-        run="|".join(map(re.escape, GRID.runs)),
-        sampler="ode|annealed",
-        seed=r"\d+",
-    params:
-        cfg=quoted(PLAN.eval_cfg()),
-        model_cfg=quoted(PLAN.model_options("eval")),
-        nfe=" ".join(map(str, config["sweep"]["run_nfe"])),
-        out=lambda wc: str(L.eval_sweep(ModelRef.run(wc.run, wc.seed), wc.sampler)),
-    threads: 1
-    resources:
-        **PLAN.stage_resources("eval"),
-    log:
-        str(L.log("eval", "{run}_seed{seed}_{sampler}.log")),
-    shell:
-        "python -m tafs evaluate --model {input.model} --model-cfg {params.model_cfg} --adapter {input.adapter} "
-        "--prompts {input.prompts} "
-        "--name {wildcards.run} --sampler {wildcards.sampler} --nfe {params.nfe} --cfg {params.cfg} "
-        "--out {params.out} --threads {threads}" + LOGGED
+# One rule per NFE list (the runs of Tables 1-2 and Figure 4 sweep sweep.run_nfe; the ablation runs only the
+# tables' NFE): a job per run, seed and sampler.
+for _rule, _nfes, _runs in PLAN.eval_run_groups():
+
+    rule:
+        name:
+            _rule
+        input:
+            model=PLAN.base_model(),
+            adapter=str(L.adapter("{run}", "{seed}")),
+            prompts=PLAN.eval_prompts(),
+            rewards=PLAN.reward_inputs(PLAN.eval_reward_names()),
+        output:
+            **_sweep_outputs(RUN, _nfes, "{run}"),
+        wildcard_constraints:
+            run="|".join(map(re.escape, _runs)),
+            sampler="ode|annealed",
+            seed=r"\d+",
+        params:
+            cfg=quoted(PLAN.eval_cfg()),
+            model_cfg=quoted(PLAN.model_options("eval")),
+            nfe=" ".join(map(str, _nfes)),
+            out=lambda wc: str(L.eval_sweep(ModelRef.run(wc.run, wc.seed), wc.sampler)),
+        threads: 1
+        resources:
+            **PLAN.stage_resources("eval"),
+        log:
+            str(L.log("eval", "{run}_seed{seed}_{sampler}.log")),
+        shell:
+            "python -m tafs evaluate --model {input.model} --model-cfg {params.model_cfg} --adapter {input.adapter} "
+            "--prompts {input.prompts} "
+            "--name {wildcards.run} --sampler {wildcards.sampler} --nfe {params.nfe} --cfg {params.cfg} "
+            "--out {params.out} --threads {threads}" + LOGGED
 
 
 # Evaluation-only models (Table 1's baselines) through their own pipeline call, at their own NFEs: one rule
