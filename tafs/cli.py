@@ -58,14 +58,16 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     from tafs.prompts import read_prompt_file
 
     _threads(a.threads)
-    cfg = from_dict(EvalConfig, {**parse_json_arg(a.cfg, "eval"), "sampler": a.sampler}, "eval")
+    cfgs = [from_dict(EvalConfig, {**parse_json_arg(a.cfg, "eval"), "sampler": s}, "eval") for s in a.sampler]
     if min(a.nfe) < 1:
         raise SystemExit(f"--nfe must be >= 1, got {a.nfe}")
     prompts = read_prompt_file(a.prompts)
     backbone = load_backbone(a.model, adapter=a.adapter, options=_model_options(a))
-    for m in sweep(backbone, prompts, cfg, a.nfe, a.name or Path(a.model).name, Path(a.out)):
-        log.info("%s %s@%d: %s", m["model"], m["sampler"], m["nfe"],
-                 " ".join(f"{k} {v['mean']:.3f}" for k, v in m["metrics"].items()))
+    for cfg in cfgs:  # the model and the rewards load once for every sampler
+        out = Path(a.out) / cfg.sampler
+        for m in sweep(backbone, prompts, cfg, a.nfe, a.name or Path(a.model).name, out):
+            log.info("%s %s@%d: %s", m["model"], m["sampler"], m["nfe"],
+                     " ".join(f"{k} {v['mean']:.3f}" for k, v in m["metrics"].items()))
     _record_evals(a)
 
 
@@ -237,10 +239,12 @@ def build_parser(delegated: dict) -> argparse.ArgumentParser:
     s.add_argument("--adapter", default=None, help="a peft LoRA adapter folder to apply")
     s.add_argument("--prompts", required=True, help="prompt file (JSONL or .txt)")
     s.add_argument("--name", default=None)
-    s.add_argument("--sampler", choices=["ode", "annealed"], default="ode")
+    s.add_argument("--sampler", choices=["ode", "annealed"], nargs="+", default=["ode"],
+                   help="one or more samplers, each at every NFE")
     s.add_argument("--nfe", type=int, nargs="+", required=True, help="one or more NFEs (sampling steps)")
     s.add_argument("--cfg", default="{}", help="JSON of the `eval` config (with the task's metrics and reward kwargs)")
-    s.add_argument("--out", required=True, help="folder; each NFE writes nfe{N}/metrics.json and grid.png")
+    s.add_argument("--out", required=True,
+                   help="the model's evaluation folder; each sampler and NFE writes {sampler}/nfe{N}/metrics.json, grid.png")
     s.add_argument("--threads", type=int, default=1)
     _tracking_arg(s)
     s.set_defaults(fn=cmd_evaluate)

@@ -185,16 +185,22 @@ class Plan:
                 out += [str(self.layout.eval_metrics(ref, s, n)) for s in m["samplers"] for n in m["nfe"]]
         return out
 
-    def eval_run_groups(self) -> list[tuple[str, list[int], list[str]]]:
-        """(rule name, NFEs, runs) per distinct NFE list of the runs' sweeps (tafs.grid.run_nfes): one rule each,
-        since a rule's outputs are fixed; ``eval_run`` evaluates the whole ``sweep.run_nfe``."""
-        groups: dict[tuple[int, ...], list[str]] = {}
+    def eval_run_groups(self) -> list[tuple[str, list[str], list[int], list[str]]]:
+        """(rule name, samplers, NFEs, runs) per distinct (samplers, NFEs) of the runs' sweeps (tafs.grid.run_nfes):
+        one rule each, since a rule's outputs are fixed. ``eval_run`` is the group that sweeps ``sweep.run_nfe``
+        (the first such when runs differ in their samplers)."""
+        groups: dict[tuple[tuple[str, ...], tuple[int, ...]], list[str]] = {}
         for m in eval_models(self.config, self.grid):
             if m["kind"] == "run":
-                groups.setdefault(tuple(m["nfe"]), []).append(m["name"])
-        full = tuple(self.config["sweep"]["run_nfe"])
-        return [("eval_run" if nfes == full else "eval_run_nfe" + "_".join(map(str, nfes)), list(nfes), runs)
-                for nfes, runs in groups.items()]
+                groups.setdefault((tuple(m["samplers"]), tuple(m["nfe"])), []).append(m["name"])
+        full, out, names = tuple(self.config["sweep"]["run_nfe"]), [], set()
+        for (samplers, nfes), runs in groups.items():
+            name = "eval_run" if nfes == full else "eval_run_nfe" + "_".join(map(str, nfes))
+            if name in names:
+                name += "_" + "_".join(samplers)
+            names.add(name)
+            out.append((name, list(samplers), list(nfes), runs))
+        return out
 
     # -- baselines (evaluation-only models, Table 1) ----------------------------------------------
     def baseline_inputs(self, name: str) -> dict[str, str]:
@@ -255,6 +261,8 @@ class Plan:
             res.update(gpu=gpus, cpus_per_gpu=int(spec.get("cpus_per_gpu", 4)), nodes=1)
         else:
             res["cpus_per_task"] = _threads_of_job
+        if spec.get("slurm_partition"):  # GPU stages on their own partition (every rule of the stage)
+            res["slurm_partition"] = spec["slurm_partition"]
         return res
 
 

@@ -162,10 +162,11 @@ def check_evals(config: dict, task: TaskSpec) -> None:
 
 
 def table1_task(config: dict, task: TaskSpec) -> TaskSpec | None:
-    """``tables.table1.task`` when it names another task than ``task:``. It must share the config task's prompt
-    files and metrics (the toy world's composition and preference tasks do): the runs of Table 1 train on its
-    rewards and the table labels its metrics in- or out-of-domain its way; everything else is evaluated once."""
-    name = (config["tables"].get("table1") or {}).get("task")
+    """Table 1's own task, when it is not ``task:``: ``tables.table1.task``, else the task's ``table1_task`` (the toy
+    preference task's is the toy composition task). It must share the config task's prompt files and metrics (the
+    toy world's two tasks do): Table 1's runs train on its rewards and the table labels its metrics in- or
+    out-of-domain its way; everything is evaluated once."""
+    name = (config["tables"].get("table1") or {}).get("task") or task.table1_task
     if not name or name == task.name:
         return None
     other = tasks.get(name, config, "tables.table1.task")
@@ -179,12 +180,15 @@ def table1_task(config: dict, task: TaskSpec) -> TaskSpec | None:
 
 
 def _table1_rows(config: dict, task: TaskSpec, grid: Grid) -> list[list[str]] | None:
-    """Table 1's rows when ``tables.table1`` is set: its methods, on its task's rewards; else None."""
-    spec = config["tables"].get("table1")
-    if not spec:
-        return None
+    """Table 1's rows when it has a task of its own or ``tables.table1.methods``, else None (the comparison's).
+    Its methods: ``tables.table1.methods``; with a task of its own, by default the method the ablations vary
+    (TAFS-GRPO: the paper's Table 1 trains that one on the composition task), else ``tables.comparison``."""
+    spec = config["tables"].get("table1") or {}
     other = table1_task(config, task)
-    methods = spec.get("methods") or config["tables"].get("comparison", [])
+    if other is None and not spec.get("methods"):
+        return None
+    of = config["tables"].get("ablation_of")
+    methods = spec.get("methods") or ([of] if other is not None and of else config["tables"].get("comparison", []))
     return [[(s := method_spec(config, name, "tables.table1.methods", other or task, other is not None)).label,
              grid.add(s)] for name in methods]
 

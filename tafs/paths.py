@@ -122,9 +122,13 @@ class Layout:
         return self.checkpoints("runs", run, f"seed{seed}")
 
     # -- evaluation -------------------------------------------------------------------------------
+    def eval_model_dir(self, model: ModelRef) -> Path:
+        """The folder of one model's evaluations (one job writes every sampler and NFE below it)."""
+        return self.root / "eval" / model.key
+
     def eval_sweep(self, model: ModelRef, sampler: str) -> Path:
-        """The folder of one model's sweep with one sampler (one job writes every NFE below it)."""
-        return self.root / "eval" / model.key / sampler
+        """The folder of one model's sweep with one sampler (every NFE below it)."""
+        return self.eval_model_dir(model) / sampler
 
     def eval_dir(self, model: ModelRef, sampler: str, nfe: int | str) -> Path:
         return self.eval_sweep(model, sampler) / f"nfe{nfe}"

@@ -204,3 +204,17 @@ def test_table1_baselines_preset_plans_each_model_once(wf):
     assert {"meta-llama/Llama-3.1-8B-Instruct", "ByteDance/Hyper-SD", "alimama-creative/FLUX.1-Turbo-Alpha"} <= \
         set(repos)
     assert "--allow Hyper-FLUX.1-dev-8steps-lora.safetensors" in " ".join(shells)
+
+
+def test_stage_partition_reaches_every_rule_of_the_stage():
+    """resources.eval.slurm_partition goes to eval_base and every eval_run* rule (the ablation runs' too)."""
+    import yaml
+
+    from tafs.dag import Plan
+
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["resources"]["eval"]["slurm_partition"] = "gpu"
+    plan = Plan(cfg)
+    assert plan.stage_resources("eval")["slurm_partition"] == "gpu"
+    assert "slurm_partition" not in plan.stage_resources("train")
+    assert [g[0] for g in plan.eval_run_groups()] == ["eval_run", "eval_run_nfe8"]

@@ -26,22 +26,28 @@ def test_models_runs_and_evals(smoke_run):
     assert (smoke_run / "models" / "base" / "transformer" / "config.json").exists()
     assert (smoke_run / "models" / "clip_scorer" / "config.json").exists()
     grid = json.loads((smoke_run / "grid.json").read_text())
-    # every method preset (8) + N_annealed 1, 5 + N_adv 2 + 2 reward mixes; N_adv 1 = no_step_adv (dedup)
-    assert len(grid["runs"]) == 13 and set(grid["runs"]) >= {"cps_grpo", "tafs_grpo_shuffled", "no_tafs"}
+    # every method preset (8) + N_annealed 1, 5 + N_adv 2 + to_go + CLIP-only + Table 1's TAFS-GRPO on toy_composition
+    # (= dense-only); N_adv 1 = no_step_adv (dedup)
+    assert len(grid["runs"]) == 14 and set(grid["runs"]) >= {"cps_grpo", "tafs_grpo_shuffled", "no_tafs",
+                                                             "tafs_grpo-toy_composition", "tafs_grpo-adv_to_go"}
     base = sorted(smoke_run.glob("eval/base/*/nfe*/metrics.json"))
     assert len(base) == 2 * 3  # 2 samplers x NFE {4, 8, 28} in the smoke preset
     for path in base:
         m = json.loads(path.read_text())
         assert m["n"] == 6 * 4 and set(m["metrics"]) == {"correct", "dense", "clip"}
         assert -1.0 <= m["metrics"]["clip"]["mean"] <= 1.0 and (path.parent / "grid.png").exists()
+    swept = {r for t in ("table1", "table2") for _, r in grid["tables"][t]}
     for name, spec in grid["runs"].items():
         run = smoke_run / "runs" / name / "seed0"
         summary = json.loads((run / "train_summary.json").read_text())
         assert summary["iterations"] == 2 and (run / "adapter" / "adapter_model.safetensors").exists()
-        for nfe in (4, 8):
-            m = json.loads((smoke_run / f"eval/runs/{name}/seed0/{spec['eval_sampler']}/nfe{nfe}/metrics.json")
-                           .read_text())
-            assert m["model"] == name and m["nfe"] == nfe
+        for sampler in ("ode", "annealed"):  # every run under both samplers; ablation runs at the tables' NFE only
+            for nfe in (4, 8):
+                path = smoke_run / f"eval/runs/{name}/seed0/{sampler}/nfe{nfe}/metrics.json"
+                assert path.is_file() == (nfe == 8 or name in swept), path
+                if path.is_file():
+                    m = json.loads(path.read_text())
+                    assert m["model"] == name and m["nfe"] == nfe and m["sampler"] == sampler
     flow = json.loads((smoke_run / "runs/flow_grpo/seed0/train_summary.json").read_text())
     assert (flow["nfe_old"], flow["nfe_theta"]) == (10, 9) and grid["runs"]["flow_grpo"]["eval_sampler"] == "ode"
     rows = [json.loads(x) for x in (smoke_run / "runs/tafs_grpo/seed0/metrics.jsonl").read_text().splitlines()]
@@ -54,18 +60,24 @@ def test_tables_figure_report(smoke_run):
     for t in TABLES:
         for ext in ("csv", "md", "tex"):
             assert (smoke_run / "tables" / f"{t}.{ext}").stat().st_size > 0
+    def shown(name: str) -> pd.DataFrame:  # the rows md/tex show: each model with its better sampler
+        t = pd.read_csv(smoke_run / "tables" / f"{name}.csv")
+        assert t.groupby([c for c in ("run", "nfe") if c in t.columns])["best"].sum().eq(1).all(), name
+        return t[t["best"]]
+
     t1 = pd.read_csv(smoke_run / "tables" / "table1.csv")
-    # base at 4 (sampler, NFE) rows + 4 methods x NFE {4, 8}
-    assert len(t1) == 4 + 4 * 2 and {"correct", "correct_ci95", "dense", "clip"} <= set(t1.columns)
-    t2 = pd.read_csv(smoke_run / "tables" / "table2.csv")
+    # base at 28, 4, 8 NFE x 2 samplers + TAFS-GRPO trained on toy_composition x NFE {4, 8} x 2 samplers
+    assert len(t1) == 3 * 2 + 2 * 2 and {"correct", "correct_ci95", "dense", "clip", "best"} <= set(t1.columns)
+    assert set(t1["run"]) == {"base", "tafs_grpo-toy_composition"} and len(shown("table1")) == 5
+    header = next(x for x in (smoke_run / "tables" / "table1.md").read_text().splitlines() if x.startswith("| Method"))
+    assert "Strict acc. (GenEval-like) (%) [in-domain]" in header  # Table 1's task: strict accuracy is trained on
+    t2 = shown("table2")
     assert list(t2["method"]) == ["Base", "Flow-GRPO", "DanceGRPO", "MixGRPO", "TAFS-GRPO"]
-    assert {"nfe_old", "nfe_theta", "sec_per_iter"} <= set(t2.columns)
-    assert list(pd.read_csv(smoke_run / "tables" / "table3.csv")["method"]) == [
-        "TAFS-GRPO", "w/o TAFS", "w/o Step Adv."]
-    assert list(pd.read_csv(smoke_run / "tables" / "table4.csv")["run"]) == [
-        "tafs_grpo-n_annealed1", "tafs_grpo", "tafs_grpo-n_annealed5"]
-    assert len(pd.read_csv(smoke_run / "tables" / "table5.csv")) == 3
-    assert len(pd.read_csv(smoke_run / "tables" / "table6.csv")) == 3
+    assert {"nfe_old", "nfe_theta", "sec_per_iter", "sampler"} <= set(t2.columns)
+    assert list(shown("table3")["method"]) == ["TAFS-GRPO", "w/o TAFS", "w/o Step Adv.", "TAFS-GRPO (shuffled adv.)"]
+    assert list(shown("table4")["run"]) == ["tafs_grpo-n_annealed1", "tafs_grpo", "tafs_grpo-n_annealed5"]
+    assert list(shown("table5")["run"]) == ["no_step_adv", "tafs_grpo-n_adv2", "tafs_grpo", "tafs_grpo-adv_to_go"]
+    assert len(shown("table6")) == 3
     t7 = pd.read_csv(smoke_run / "tables" / "table7.csv")
     assert len(t7) == 2 and {"toy_dense", "clip"} <= set(t7.columns)
     fig = smoke_run / "figures" / "figure4.png"

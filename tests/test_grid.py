@@ -93,12 +93,16 @@ def test_manifest_is_json_ready(config):
 
 
 def test_table1_task_must_share_prompts_and_metrics(config):
-    config["tables"]["table1"]["task"] = "geneval"
+    config["tables"]["table1"] = {"task": "geneval"}
     with pytest.raises(ConfigError, match="tables.table1.task: task 'geneval' does not share"):
         build_grid(config)
-    config["tables"]["table1"] = None  # Table 1 then shows the comparison runs, on the config's task
+    config["tables"]["table1"] = {"task": "toy_preference"}  # Table 1 then shows the comparison runs
     grid = build_grid(config)
     assert [r for _, r in grid.tables["table1"]] == ["tafs_grpo", "flow_grpo", "dance_grpo", "mix_grpo"]
+    assert "tafs_grpo-toy_composition" not in grid.runs
+    config["tables"]["table1"] = {"methods": ["tafs_grpo", "flow_grpo"]}  # toy_composition's rows, chosen
+    rows = build_grid(config).tables["table1"]
+    assert [r for _, r in rows] == ["tafs_grpo-toy_composition", "flow_grpo-toy_composition"]
 
 
 def test_tables_need_evaluated_nfes(config):

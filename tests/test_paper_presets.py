@@ -59,8 +59,12 @@ def distinct_runs(cfg: dict) -> int:
 
 def expected_jobs(cfg: dict) -> dict[str, int]:
     runs = distinct_runs(cfg) * len(cfg["seeds"])
+    # one job per run and seed (every sampler): Table 1-2 / Figure 4's runs over sweep.run_nfe (rule eval_run), the
+    # ablation runs at the tables' NFE only (rule eval_run_nfe8); one job for the base
+    swept = len(set(cfg["tables"]["comparison"])) * len(cfg["seeds"])
     out = {"download": len(hub_models(cfg)), "fetch_data": len(TASKS[cfg["task"]].remote_files()), "prompts": 2,
-           "train": runs, "eval_run": runs, "eval_base": len(cfg["sweep"]["base_samplers"]),
+           "train": runs, "eval_run": swept, f"eval_run_nfe{cfg['tables']['main_nfe']}": runs - swept,
+           "eval_base": 1,
            "config_snapshot": 1, "grid_manifest": 1, "tables": 1, "mlflow_ingest": 1}
     out.update({f"eval_baseline_{b}": 1 for b in cfg.get("baselines") or {}})
     return {rule: n for rule, n in out.items() if n}
@@ -161,7 +165,7 @@ def test_plan_command(dry_runs):
     assert plan["download_gb"] == pytest.approx(sum(tafs_plan.SIZES_GB[d["repo"]] for d in plan["downloads"]), abs=0.1)
     text = tafs_plan.render(plan)
     assert re.search(r"\| train +\| +33 \| slurm +\| +8 \| +64 \|", text), text
-    assert "GPU-hours bound (jobs x GPUs x runtime limit): 13584.0" in text and "black-forest-labs/FLUX.1-dev" in text
+    assert "GPU-hours bound (jobs x GPUs x runtime limit): 13560.0" in text and "black-forest-labs/FLUX.1-dev" in text
 
 
 def test_plan_estimates_from_a_gpu_benchmark(tmp_path):

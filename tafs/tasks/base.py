@@ -53,6 +53,8 @@ class TaskSpec:
     headline: str | None = None  # the metric Figure 4 shows first (default: the first metric)
     category_key: str | None = None  # a metadata key that gives a prompt's category when its line has none
     disjoint_splits: bool = False  # drop training prompts whose text is a test prompt (as Flow-GRPO filters GenEval)
+    table1_task: str | None = None  # the task Table 1 trains on when not this one (the toy preference task's is the toy
+                                    # composition task, as the paper's Table 1 is GenEval); config tables.table1.task
 
     def __post_init__(self) -> None:
         keys = [m.key for m in self.metrics]

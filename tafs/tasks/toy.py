@@ -72,7 +72,7 @@ TASKS = {
         metrics=(MetricSpec("correct", "toy_correct", "out", STRICT, True),
                  MetricSpec("dense", "toy_dense", "in", DENSE, True),
                  MetricSpec("clip", "clip", "in", CLIP)),
-        **_COMMON),
+        table1_task="toy_composition", **_COMMON),
     "toy_composition": TaskSpec(
         name="toy_composition",
         description="toy shapes world, composition analogue (Table 1, GenEval): trained on the checker's "

@@ -1,14 +1,16 @@
-# Evaluation sweeps: one job per model and sampler evaluates every NFE of the sweep (the model and the
-# rewards load once); each NFE writes eval/<model>/<sampler>/nfe{N}/metrics.json and grid.png.
+# Evaluation sweeps: one job per model (and seed) evaluates every sampler at every NFE of its sweep (the model and
+# the rewards load once); each writes eval/<model>/<sampler>/nfe{N}/metrics.json and grid.png.
 
 
-def _sweep_outputs(model, nfes, category):
-    """metrics.json and grid.png per NFE; the grid at the tables' NFE goes into the Snakemake report."""
-    out = {f"m{n}": str(L.eval_metrics(model, "{sampler}", n)) for n in nfes}
-    for n in nfes:
-        grid = str(L.eval_grid(model, "{sampler}", n))
-        out[f"g{n}"] = grid if n != config["tables"]["main_nfe"] else report(
-            grid, caption="../report/grid.rst", category="Samples", subcategory=category)
+def _sweep_outputs(model, samplers, nfes, category):
+    """metrics.json and grid.png per sampler and NFE; the grids at the tables' NFE go into the Snakemake report."""
+    out = {}
+    for s in samplers:
+        for n in nfes:
+            out[f"m_{s}{n}"] = str(L.eval_metrics(model, s, n))
+            grid = str(L.eval_grid(model, s, n))
+            out[f"g_{s}{n}"] = grid if n != config["tables"]["main_nfe"] else report(
+                grid, caption="../report/grid.rst", category="Samples", subcategory=category)
     return out
 
 
@@ -18,28 +20,27 @@ rule eval_base:
         prompts=PLAN.eval_prompts(),
         rewards=PLAN.reward_inputs(PLAN.eval_reward_names()),
     output:
-        **_sweep_outputs(BASE, config["sweep"]["base_nfe"], "base"),
-    wildcard_constraints:
-        sampler="ode|annealed",
+        **_sweep_outputs(BASE, config["sweep"]["base_samplers"], config["sweep"]["base_nfe"], "base"),
     params:
         cfg=quoted(PLAN.eval_cfg()),
         model_cfg=quoted(PLAN.model_options("eval")),
+        samplers=" ".join(config["sweep"]["base_samplers"]),
         nfe=" ".join(map(str, config["sweep"]["base_nfe"])),
-        out=lambda wc: str(L.eval_sweep(BASE, wc.sampler)),
+        out=str(L.eval_model_dir(BASE)),
     threads: 1
     resources:
         **PLAN.stage_resources("eval"),
     log:
-        str(L.log("eval", "base_{sampler}.log")),
+        str(L.log("eval", "base.log")),
     shell:
         "python -m tafs evaluate --model {input.model} --model-cfg {params.model_cfg} --prompts {input.prompts} --name base "
-        "--sampler {wildcards.sampler} --nfe {params.nfe} --cfg {params.cfg} --out {params.out} "
+        "--sampler {params.samplers} --nfe {params.nfe} --cfg {params.cfg} --out {params.out} "
         "--threads {threads}" + LOGGED
 
 
-# One rule per NFE list (the runs of Tables 1-2 and Figure 4 sweep sweep.run_nfe; the ablation runs only the
-# tables' NFE): a job per run, seed and sampler.
-for _rule, _nfes, _runs in PLAN.eval_run_groups():
+# One rule per (samplers, NFEs) of the runs' sweeps (the runs of Tables 1-2 and Figure 4 sweep sweep.run_nfe; the
+# ablation runs only the tables' NFE): a job per run and seed.
+for _rule, _samplers, _nfes, _runs in PLAN.eval_run_groups():
 
     rule:
         name:
@@ -50,25 +51,25 @@ for _rule, _nfes, _runs in PLAN.eval_run_groups():
             prompts=PLAN.eval_prompts(),
             rewards=PLAN.reward_inputs(PLAN.eval_reward_names()),
         output:
-            **_sweep_outputs(RUN, _nfes, "{run}"),
+            **_sweep_outputs(RUN, _samplers, _nfes, "{run}"),
         wildcard_constraints:
             run="|".join(map(re.escape, _runs)),
-            sampler="ode|annealed",
             seed=r"\d+",
         params:
             cfg=quoted(PLAN.eval_cfg()),
             model_cfg=quoted(PLAN.model_options("eval")),
+            samplers=" ".join(_samplers),
             nfe=" ".join(map(str, _nfes)),
-            out=lambda wc: str(L.eval_sweep(ModelRef.run(wc.run, wc.seed), wc.sampler)),
+            out=lambda wc: str(L.eval_model_dir(ModelRef.run(wc.run, wc.seed))),
         threads: 1
         resources:
             **PLAN.stage_resources("eval"),
         log:
-            str(L.log("eval", "{run}_seed{seed}_{sampler}.log")),
+            str(L.log("eval", "{run}_seed{seed}.log")),
         shell:
             "python -m tafs evaluate --model {input.model} --model-cfg {params.model_cfg} --adapter {input.adapter} "
             "--prompts {input.prompts} "
-            "--name {wildcards.run} --sampler {wildcards.sampler} --nfe {params.nfe} --cfg {params.cfg} "
+            "--name {wildcards.run} --sampler {params.samplers} --nfe {params.nfe} --cfg {params.cfg} "
             "--out {params.out} --threads {threads}" + LOGGED
 
 
