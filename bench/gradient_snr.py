@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from tafs.config import deep_merge, from_dict
 from tafs.grid import base_train
-from tafs.io import atomic_path
+from tafs.io import atomic_path, write_csv
 from tafs.models.backbone import Cond
 from tafs.models.loading import load_backbone
 from tafs.sampling.trajectory import Trajectory
@@ -247,17 +247,6 @@ def scorer_dir(a: argparse.Namespace, config: dict, tmp: Path) -> str | None:
 
 # -- output -------------------------------------------------------------------------------------------
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    fields: list[str] = []
-    for r in rows:
-        fields.extend(k for k in r if k not in fields)
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields, restval="")
-        w.writeheader()
-        w.writerows(rows)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-
-
 def _num(v: str) -> object:
     for kind in (int, float):
         try:
@@ -362,7 +351,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     new = {(r["task"], r["method"], r["mode"]) for r in rows}
     old = [r for r in (read_rows(out) if a.append and out.exists() else [])
            if (r["task"], r["method"], r["mode"]) not in new]
-    write_csv(old + rows, out)
+    write_csv(out, old + rows)
     write_md(old + rows, md)
     print(md.read_text())
     return rows

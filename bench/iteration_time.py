@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import cProfile
-import csv
 import gc
 import io
 import platform
@@ -43,6 +42,7 @@ import yaml
 
 from tafs.config import deep_merge, from_dict
 from tafs.grid import base_train
+from tafs.io import write_csv
 from tafs.models.backbone import Backbone, Cond
 from tafs.tasks import registry as tasks
 from tafs.train.trainer import Trainer, TrainConfig
@@ -350,19 +350,6 @@ def finish_rows(rows: list[dict], extra: dict) -> None:
         r.update(extra)
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    from tafs.io import atomic_path
-
-    fields: list[str] = []
-    for r in rows:
-        fields.extend(k for k in r if k not in fields)
-    with atomic_path(path) as tmpf, open(tmpf, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields, restval="")
-        w.writeheader()
-        w.writerows(rows)
-    print(f"wrote {path}")
-
-
 def report(rows: list[dict], suite: str, target_pct: float) -> None:
     """Speed-ups, and the overhead over the compute floor with where it goes."""
     t = {r["method"]: r for r in rows}
@@ -428,7 +415,8 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
             dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
             finish_rows(rows, {**machine_info(dev, a.threads), "B": suite.prompts, "G": suite.group,
                                **(suite.info or {})})
-            write_csv(rows, suite.out)
+            write_csv(suite.out, rows)
+            print(f"wrote {suite.out}")
             report(rows, suite.name, a.target_overhead)
             results[name] = rows
     return results

@@ -31,6 +31,20 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
+def write_csv(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Rows (dicts) as a CSV, atomically and world-readable; the columns are every key in first-seen order."""
+    import csv
+
+    fields: list[str] = []
+    for r in rows:
+        fields.extend(k for k in r if k not in fields)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields, restval="")
+        w.writeheader()
+        w.writerows(rows)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """A JSON file; a missing, unreadable or garbled one raises ConfigError naming the file (and line)."""
     from tafs.config import ConfigError
