@@ -189,8 +189,8 @@ def _table1_rows(config: dict, task: TaskSpec, grid: Grid) -> list[list[str]] | 
         return None
     of = config["tables"].get("ablation_of")
     methods = spec.get("methods") or ([of] if other is not None and of else config["tables"].get("comparison", []))
-    return [[(s := method_spec(config, name, "tables.table1.methods", other or task, other is not None)).label,
-             grid.add(s)] for name in methods]
+    specs = [method_spec(config, name, "tables.table1.methods", other or task, other is not None) for name in methods]
+    return [[spec.label, grid.add(spec)] for spec in specs]
 
 
 def build_grid(config: dict) -> Grid:
