@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -135,6 +136,13 @@ def cmd_summary(a: argparse.Namespace) -> None:
 
     layout = Layout(a.results)
     print(to_markdown(eval_frame(layout), percent_metrics(layout)))
+
+
+def cmd_config_snapshot(a: argparse.Namespace) -> None:
+    from tafs.config import redact
+    from tafs.io import write_json
+
+    write_json(a.out, redact(json.loads(a.cfg)))
 
 
 def cmd_grid(a: argparse.Namespace) -> None:
@@ -286,6 +294,11 @@ def build_parser(delegated: dict) -> argparse.ArgumentParser:
     s = sub.add_parser("summary", help="print every evaluation under a results folder as a Markdown table")
     s.add_argument("--results", default="results")
     s.set_defaults(fn=cmd_summary)
+
+    s = sub.add_parser("config-snapshot", help="write results/config.json: the effective config, secrets redacted")
+    s.add_argument("--cfg", required=True, help="the effective config as JSON")
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_config_snapshot)
 
     s = sub.add_parser("grid", help="write results/grid.json: every run of the DAG and each table's rows")
     s.add_argument("--config", required=True, help="the effective config as JSON (results/config.json)")

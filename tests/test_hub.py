@@ -1,6 +1,6 @@
 """Downloads through huggingface_hub's real client against a hub-compatible server on 127.0.0.1 (``HF_ENDPOINT``):
 no network, offline mode, a gated repo and a wrong id end in a message that names the repository and revision
-and says what to do. (The download rule in the DAG: tests/test_real_dags.py.)"""
+and says what to do. (The download rule in the DAG: tests/test_paper_task_dags.py.)"""
 
 from __future__ import annotations
 

@@ -28,9 +28,10 @@ SMALL = {
     "train": {"iterations": 6, "prompts_per_iter": 2, "group_size": 2, "checkpoint_every": 1,
               "lora": {"rank": 4, "alpha": 8}},
     "eval": {"per_category": 1, "batch_size": 32},
-    "sweep": {"base_nfe": [4], "base_samplers": ["ode"], "run_nfe": [4]},
+    "sweep": {"base_nfe": [4], "base_samplers": ["ode"], "run_nfe": [4], "run_samplers": None},
     "tables": {"comparison": ["tafs_grpo"], "components": ["tafs_grpo"], "extra": [], "ablation_of": None,
-               "main_nfe": 4, "table1_nfe": [4], "base_rows": [["ode", 4]]},
+               "main_nfe": 4, "table1_nfe": [4], "base_rows": [["ode", 4]],
+               "table1": {"task": "toy_preference"}},  # one task: no toy_composition run
 }
 
 

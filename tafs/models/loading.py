@@ -9,11 +9,14 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from tafs.models.backbone import Backbone
 from tafs.models.options import ModelOptions
+
+if TYPE_CHECKING:  # the DAG's planning reads model folders (pipeline_class) without importing torch
+    import torch
+
+    from tafs.models.backbone import Backbone
 
 PIPELINES: dict[str, str] = {
     "TafsToyPipeline": "tafs.models.toy:ToyBackbone",
@@ -23,6 +26,8 @@ PIPELINES: dict[str, str] = {
 
 
 def default_device() -> torch.device:
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

@@ -7,10 +7,12 @@ the toy backbone ignores what it has no use for (it has a fixed 32 px pixel spac
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # the DAG's planning validates options without importing torch
+    import torch
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # config name -> torch dtype name
 
 
 @dataclass(frozen=True)
@@ -34,4 +36,7 @@ class ModelOptions:
             raise ValueError(f"model.max_sequence_length must be >= 1, got {self.max_sequence_length}")
 
     def torch_dtype(self, component: str) -> torch.dtype:
-        return DTYPES[{"transformer": self.dtype, "vae": self.vae_dtype}.get(component, self.text_dtype)]
+        import torch
+
+        name = {"transformer": self.dtype, "vae": self.vae_dtype}.get(component, self.text_dtype)
+        return getattr(torch, DTYPES[name])

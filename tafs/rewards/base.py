@@ -7,9 +7,10 @@ module and imports it only when the reward is built or listed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Protocol, Sequence
 
-import torch
+if TYPE_CHECKING:  # the DAG's planning (Snakefile, `tafs grid`) reads reward specs without paying torch's import
+    import torch
 
 
 class Reward(Protocol):

@@ -8,6 +8,7 @@ instead of going through PIL, so a batch never leaves the device.
 
 The paper's CLIP score is 100 x cosine (~26-30 for SD3/Flux images); ``ClipScorer.score`` itself stays
 the plain cosine (the toy scorer is trained and ranked on it), and the factory's ``scale`` multiplies it.
+The reward's name, spec and factory are in ``tafs.rewards.clip``.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from tafs.rewards import runtime
-from tafs.rewards.base import RewardSpec, check_batch
+from tafs.rewards.base import check_batch
 
-DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 # PIL resample codes (as stored in preprocessor_config.json) -> torch interpolation modes.
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
 
@@ -226,20 +226,3 @@ def load_clip(path: str, device: str | torch.device = "cpu", batch_size: int = 2
               dtype: str = "fp32") -> ClipScorer:
     """A cosine ``ClipScorer`` of the ``CLIPModel`` at ``path`` (local folder or hub id), loaded once."""
     return resident_scorer(str(path), "clip", device=str(device), dtype=dtype, batch_size=batch_size)
-
-
-def clip(path: str = DEFAULT_CLIP, device: str = "auto", dtype: str = "fp32", batch_size: int = 64,
-         scale: float = 100.0) -> ScaledScorer:
-    """CLIP score: ``scale`` x cosine of a ``CLIPModel`` at ``path`` (local folder or hub id).
-
-    ``scale`` 100 is the paper's CLIP score (~26-30); the toy world uses 1 (its scorer's plain cosine).
-    """
-    return ScaledScorer(load_clip(path, device=device, batch_size=batch_size, dtype=dtype), scale)
-
-
-REWARDS = {
-    "clip": RewardSpec("clip", clip, "CLIP score", "scale x cosine similarity of a transformers CLIPModel's "
-                       "image and text embeddings (reward_models.clip.path: a folder in the hub layout or a hub "
-                       "id; scale 100 by default, the toy world uses 1)",
-                       scale="100 x cosine, ~26-30 (scale kwarg)", source=DEFAULT_CLIP),
-}

@@ -16,7 +16,7 @@ from tafs.rewards.base import Reward, RewardSpec
 BUILTIN: dict[str, str] = {
     "toy_dense": "tafs.rewards.toy",
     "toy_correct": "tafs.rewards.toy",
-    "clip": "tafs.rewards.clip_score",
+    "clip": "tafs.rewards.clip",
     "pickscore": "tafs.rewards.pickscore",
     "hpsv2": "tafs.rewards.hpsv2",
     "imagereward": "tafs.rewards.imagereward",

@@ -6,13 +6,13 @@ prompt files), so nothing is looked up from the prompt text.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from tafs.rewards.base import Reward, RewardSpec, check_batch
-from tafs.toyworld.evaluator import evaluate_images
 from tafs.toyworld.prompts import ObjectSpec, PromptSpec
+
+if TYPE_CHECKING:  # torch and the checker load when a reward is built: planning reads REWARDS without them
+    import torch
 
 NEEDS = ("objects",)
 
@@ -24,6 +24,10 @@ def spec_from_metadata(meta: Mapping) -> PromptSpec:
 
 
 def _checker(field: str) -> Reward:
+    import torch
+
+    from tafs.toyworld.evaluator import evaluate_images
+
     def reward(prompts: Sequence[str], metadata: Sequence[Mapping], images: torch.Tensor) -> torch.Tensor:
         check_batch(prompts, metadata, images)
         scores = evaluate_images([spec_from_metadata(m) for m in metadata], images)

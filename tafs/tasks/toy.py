@@ -17,9 +17,7 @@ import numpy as np
 from tafs.prompts import Prompt
 from tafs.rewards.toy import spec_from_metadata
 from tafs.tasks.base import MetricSpec, TaskSpec
-from tafs.toyworld.evaluator import evaluate_images
 from tafs.toyworld.prompts import CATEGORIES, PromptSpec, prompt_set, spec_to_dict
-from tafs.toyworld.render import render
 
 STRICT = "Strict acc. (GenEval-like)"
 DENSE = "Dense score (PickScore-like)"
@@ -38,6 +36,9 @@ def toy_prompts(split: str) -> list[Prompt]:
 
 def chance_scores(prompts: Sequence[Prompt], seed: int) -> dict[str, float]:
     """Scores of a correct image of ANOTHER prompt of the same category (the floor of dense scores)."""
+    from tafs.toyworld.evaluator import evaluate_images  # torch: imported here, not when the DAG reads the task
+    from tafs.toyworld.render import render
+
     specs = [PromptSpec(p.category or "", spec_from_metadata(p.metadata).objects, p.metadata.get("relation"))
              for p in prompts]
     rng = np.random.default_rng(seed)

@@ -6,7 +6,7 @@ import re
 import shlex
 import sys
 
-from tafs.config import ConfigError
+from tafs.config import ConfigError, redact
 from tafs.dag import Plan, job_gpus, quoted, tafs_launcher
 from tafs.paths import ModelRef
 

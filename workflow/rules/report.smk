@@ -6,13 +6,13 @@ rule config_snapshot:
     output:
         str(L.config_json),
     params:
-        cfg=json.dumps(config, sort_keys=True),  # a changed config re-runs this rule (params trigger)
+        # a changed config re-runs this rule (params trigger); secrets are redacted before they reach the shell
+        cfg=quoted(redact(config)),
     localrule: True
-    run:
-        from tafs.config import redact
-        from tafs.io import write_json
-
-        write_json(output[0], redact(config))  # no token or API key in the results
+    log:
+        str(L.log("config_snapshot.log")),
+    shell:
+        "python -m tafs config-snapshot --cfg {params.cfg} --out {output}" + LOGGED
 
 
 rule grid_manifest:
