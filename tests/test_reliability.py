@@ -25,6 +25,8 @@ pytestmark = pytest.mark.slow
 SECRET = "hf_tafsSecretSentinel0123456789"
 SMALL = {
     "results": "results", "report": False, "seeds": [0], "scorer": {"steps": 10},
+    # a secret in the config itself (an unused reward's API key): redacted before any command line or file
+    "reward_models": {"unifiedreward": {"url": "http://127.0.0.1:9/v1", "api_key": SECRET}},
     "train": {"iterations": 6, "prompts_per_iter": 2, "group_size": 2, "checkpoint_every": 1,
               "lora": {"rank": 4, "alpha": 8}},
     "eval": {"per_category": 1, "batch_size": 32},
@@ -53,7 +55,7 @@ def _last_line(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def populated(tmp_path_factory):
-    """The small DAG, uninterrupted, with HF_TOKEN set (it must not be written anywhere)."""
+    """The small DAG, uninterrupted, with HF_TOKEN set and an API key in the config (neither may be written)."""
     wf = _workflow(tmp_path_factory.mktemp("populated"))
     os.environ["HF_TOKEN"], old = SECRET, os.environ.get("HF_TOKEN")
     try:
@@ -67,7 +69,8 @@ def populated(tmp_path_factory):
 
 
 def test_no_secret_in_results(populated):
-    leaks = [p for p in (populated / "results").rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    files = [*(populated / "results").rglob("*"), *(populated / ".snakemake").rglob("*")]  # + Snakemake's records
+    leaks = [p for p in files if p.is_file() and SECRET.encode() in p.read_bytes()]
     assert not leaks
     assert any((populated / "results").rglob("config.json")) and (populated / "results" / "mlflow.db").is_file()
 
