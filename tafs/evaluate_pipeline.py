@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tafs.evaluate import EvalConfig, sweep_with
-from tafs.models.options import DTYPES
+from tafs.models.options import DTYPES, torch_dtype
 from tafs.prompts import Prompt
 
 SAMPLER = "pipeline"
@@ -47,7 +47,7 @@ def load_pipeline(path: str | Path, cfg: BaselineConfig, lora: str | Path | None
     from tafs.models.loading import default_device
 
     extra = {name: load_component(spec, cfg.dtype, f"baselines components.{name}") for name, spec in cfg.components.items()}
-    pipe = DiffusionPipeline.from_pretrained(str(path), dtype=getattr(torch, DTYPES[cfg.dtype]), **extra)
+    pipe = DiffusionPipeline.from_pretrained(str(path), dtype=torch_dtype(cfg.dtype), **extra)
     if lora is not None:
         kwargs = {"weight_name": cfg.lora_weight_name} if cfg.lora_weight_name else {}
         pipe.load_lora_weights(str(lora), **kwargs)
@@ -64,8 +64,7 @@ def load_component(spec: dict, dtype: str, where: str) -> Any:
     if not module or "path" not in spec:
         raise ValueError(f"{where}: needs `path` and `class` (package.Class), got {spec!r}")
     loader = getattr(importlib.import_module(module), cls)
-    dtype_kw = {"dtype": getattr(torch, DTYPES[dtype])}
-    return loader.from_pretrained(spec["path"], **{**dtype_kw, **spec.get("kwargs", {})}) \
+    return loader.from_pretrained(spec["path"], **{"dtype": torch_dtype(dtype), **spec.get("kwargs", {})}) \
         if hasattr(loader, "config_class") else loader.from_pretrained(spec["path"], **spec.get("kwargs", {}))
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from tafs.models.options import ModelOptions
 
-if TYPE_CHECKING:  # the DAG's planning reads model folders (pipeline_class) without importing torch
+if TYPE_CHECKING:  # checking a model folder (pipeline_class) does not import torch
     import torch
 
     from tafs.models.backbone import Backbone

@@ -9,10 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the DAG's planning validates options without importing torch
+if TYPE_CHECKING:  # validating options does not import torch
     import torch
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # config name -> torch dtype name
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a config precision name (``fp32`` | ``bf16`` | ``fp16``)."""
+    import torch
+
+    return getattr(torch, DTYPES[name])
 
 
 @dataclass(frozen=True)
@@ -36,7 +43,4 @@ class ModelOptions:
             raise ValueError(f"model.max_sequence_length must be >= 1, got {self.max_sequence_length}")
 
     def torch_dtype(self, component: str) -> torch.dtype:
-        import torch
-
-        name = {"transformer": self.dtype, "vae": self.vae_dtype}.get(component, self.text_dtype)
-        return getattr(torch, DTYPES[name])
+        return torch_dtype({"transformer": self.dtype, "vae": self.vae_dtype}.get(component, self.text_dtype))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Mapping, Protocol, Sequence
 
-if TYPE_CHECKING:  # the DAG's planning (Snakefile, `tafs grid`) reads reward specs without paying torch's import
+if TYPE_CHECKING:  # reading a reward spec (the `grid_manifest` job, `tafs grid`) does not import torch
     import torch
 
 

@@ -1,7 +1,7 @@
 """The ``clip`` reward: its spec and factory; the scorer itself is ``tafs.rewards.clip_score``.
 
-Kept apart from the scorer so that reading the spec (the DAG's planning, ``python -m tafs rewards``) does not
-import torch: the scorer module loads when the reward is built.
+Kept apart from the scorer so that reading the spec (``tafs grid``, the DAG's grid_manifest job) does not import
+torch: the scorer module loads when the reward is built.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 from tafs.rewards.base import Reward, RewardSpec, check_batch
 from tafs.toyworld.prompts import ObjectSpec, PromptSpec
 
-if TYPE_CHECKING:  # torch and the checker load when a reward is built: planning reads REWARDS without them
+if TYPE_CHECKING:  # torch and the checker load when a reward is built, not when REWARDS is read (`tafs grid`)
     import torch
 
 NEEDS = ("objects",)
