@@ -49,6 +49,18 @@ def ode_sigmas(nfe: int, shift: float = 1.0) -> torch.Tensor:
     return time_shift(torch.linspace(1.0, 0.0, nfe + 1, dtype=torch.float64), shift)
 
 
+def scheduler_sigmas(nfe: int, shift: float = 1.0, num_train_timesteps: int = 1000) -> torch.Tensor:
+    """nfe + 1 sigmas of diffusers' ``FlowMatchEulerDiscreteScheduler.set_timesteps(nfe)`` with a static ``shift``
+    (what ``StableDiffusion3Pipeline`` samples with): ``linspace(1, sigma_min, nfe)`` shifted, then 0, where
+    sigma_min = shift(1 / num_train_timesteps) is the scheduler's smallest training sigma, so the low end is
+    shifted twice (10 steps at shift 3 end at 0.0089, not at :func:`ode_sigmas`' 0.25)."""
+    if nfe < 1:
+        raise ValueError(f"nfe must be >= 1, got {nfe}")
+    sigma_min = float(time_shift(torch.tensor(1.0 / num_train_timesteps, dtype=torch.float64), shift))
+    grid = time_shift(torch.linspace(1.0, sigma_min, nfe, dtype=torch.float64), shift)
+    return torch.cat([grid, grid.new_zeros(1)])
+
+
 def annealed_sigmas(n_annealed: int, shift: float = 1.0) -> torch.Tensor:
     """sigma_n = 1 - (n - 1) / (K + 1) for n = 1..K+1 (DESIGN §4): K+1 values, none zero."""
     if n_annealed < 0:

@@ -17,6 +17,7 @@ from typing import Iterator
 
 import torch
 
+from tafs import flow
 from tafs.models.lora import ATTENTION_TARGETS, LoraSpec, attach_lora, load_lora
 
 __all__ = ["Backbone", "Cond", "LoraSpec"]
@@ -105,6 +106,13 @@ class Backbone(ABC):
         if not chunk_size or chunk_size >= len(x0):
             return self.decode_batch(x0)
         return torch.cat([self.decode_batch(c) for c in x0.split(chunk_size)])
+
+    def scheduler_sigmas(self, nfe: int) -> torch.Tensor:
+        """The nfe + 1 noise levels (1 down to exactly 0, float64) that the model's own diffusers scheduler
+        samples with at ``nfe`` steps: what the base model's users get from its pipeline. The default is
+        ``FlowMatchEulerDiscreteScheduler`` at ``default_shift`` (:func:`tafs.flow.scheduler_sigmas`); pipeline
+        backbones replicate their pipeline's own call."""
+        return flow.scheduler_sigmas(nfe, self.default_shift)
 
     def add_lora(self, spec: LoraSpec, seed: int | None = None) -> None:
         """Wrap the denoiser in a peft LoRA adapter; base weights are frozen."""
