@@ -45,6 +45,7 @@ from tafs.grid import base_train
 from tafs.io import write_csv
 from tafs.models.backbone import Backbone, Cond
 from tafs.tasks import registry as tasks
+from tafs.train import cost
 from tafs.train.trainer import Trainer, TrainConfig
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -343,11 +344,26 @@ def machine_info(device: torch.device, threads: int) -> dict:
 
 
 def finish_rows(rows: list[dict], extra: dict) -> None:
-    """Ratios to TAFS-GRPO (when it ran) and the run's machine / size info on every row."""
-    t = {r["method"]: r["median_s"] for r in rows}
+    """Ratios to TAFS-GRPO (when it ran) and the run's machine / size info on every row.
+
+    ``ratio_vs_tafs``: whole iterations (medians); ``compute_ratio_vs_tafs``: sampling + optimisation only (the
+    trainer's phase means, reward time left out), which is what the compute model (tafs.train.cost)
+    predicts as ``predicted_ratio_vs_tafs``; ``model_error`` = measured compute ratio / predicted - 1."""
+    t = {r["method"]: r for r in rows}
+    tafs = t.get(TAFS)
     for r in rows:
-        r["ratio_vs_tafs"] = r["median_s"] / t[TAFS] if TAFS in t else ""
+        r["ratio_vs_tafs"] = r["median_s"] / tafs["median_s"] if tafs else ""
+        if tafs and r["method"] not in FLOORS:
+            measured = compute_seconds(r) / compute_seconds(tafs)
+            predicted = cost.predicted_ratio(r, tafs)
+            r.update(compute_ratio_vs_tafs=measured, predicted_ratio_vs_tafs=predicted,
+                     model_error=measured / predicted - 1)
         r.update(extra)
+
+
+def compute_seconds(row: dict) -> float:
+    """Model compute of an iteration as the trainer times it: sampling + optimisation (no reward)."""
+    return row["time_sample_s"] + row["time_opt_s"]
 
 
 def report(rows: list[dict], suite: str, target_pct: float) -> None:
@@ -359,6 +375,11 @@ def report(rows: list[dict], suite: str, target_pct: float) -> None:
     ups = [f"{t[m]['median_s'] / tafs['median_s']:.2f}x vs {m}" for m in t if m != TAFS and m not in FLOORS]
     if ups:
         print(f"\n[{suite}] speed-up of TAFS-GRPO: " + ", ".join(ups))
+    for m in (m for m in t if m != TAFS and m not in FLOORS):
+        r = t[m]
+        print(f"[{suite}] {m}: sampling + optimisation {r['compute_ratio_vs_tafs']:.2f}x TAFS-GRPO's, compute model "
+              f"{r['predicted_ratio_vs_tafs']:.2f}x (NFE {r['nfe_old']} / {r['nfe_theta']} trained): "
+              f"{100 * r['model_error']:+.1f} %")
     fwd, bwd, floor = (t[f] for f in FLOORS)
     pct = 100 * (tafs["median_s"] / floor["median_s"] - 1)
     verdict = "met" if pct <= target_pct else "MISSED"
