@@ -1,6 +1,6 @@
 """The DAG through a real (single-node) Slurm cluster with the project's profile, checked against a local run.
 
-The cluster comes from ``../shared/slurm/start-local-slurm.sh`` (Debian packages slurmctld, slurmd,
+The cluster comes from ``scripts/local-slurm/start-local-slurm.sh`` (Debian packages slurmctld, slurmd,
 munge; no systemd, no cgroups); ``TAFS_SLURM_SCRIPTS`` points elsewhere. When it cannot be started
 (no scripts, not root and no passwordless sudo, no package mirror, ...) the test is skipped with the
 exact reason. It runs the smoke preset, cut to 10 pretraining steps, one base eval and one eval per
@@ -29,7 +29,7 @@ from dag_utils import REPO, scratch_workflow
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
-SCRIPTS = Path(os.environ.get("TAFS_SLURM_SCRIPTS") or REPO.parent / "shared" / "slurm")
+SCRIPTS = Path(os.environ.get("TAFS_SLURM_SCRIPTS") or REPO / "scripts" / "local-slurm")
 PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
 TEST_OVERRIDES = Path(__file__).parent / "slurm_profile" / "config.yaml"
 # the smoke preset, cut down: 10 pretraining steps, one base eval, both methods trained (2 iterations)
