@@ -8,5 +8,6 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
-python -m pip install -q ${TAFS_TORCH:-torch==2.14.1 torchvision==0.29.1}
-python -m pip install -q -e ".[${TAFS_EXTRAS:-test}]"
+# constraints.txt pins every package to the tested version (the stack the tests and the README's numbers ran on).
+python -m pip install -q -c constraints.txt ${TAFS_TORCH:-torch==2.14.1 torchvision==0.29.1}
+python -m pip install -q -c constraints.txt -e ".[${TAFS_EXTRAS:-test}]"
