@@ -259,11 +259,28 @@ class Plan:
         gpus = int(spec.get("gpu", 0))
         if gpus > 0:
             res.update(gpu=gpus, cpus_per_gpu=int(spec.get("cpus_per_gpu", 4)), nodes=1)
+            if spec.get("gpu_model"):
+                res["gpu_model"] = spec["gpu_model"]
         else:
             res["cpus_per_task"] = _threads_of_job
-        if spec.get("slurm_partition"):  # GPU stages on their own partition (every rule of the stage)
-            res["slurm_partition"] = spec["slurm_partition"]
+        # partition, account, QOS and node features per stage, so that GPU stages go to the GPU partition and CPU
+        # stages do not (the plugin's resource names: qos and constraint without the slurm_ prefix)
+        for key, resource in SLURM_KEYS.items():
+            if spec.get(key):
+                res[resource] = spec[key]
         return res
+
+    def stage_threads(self, stage: str) -> int:
+        """Threads of a stage's jobs = the CPUs it asks Slurm for: ``cpus_per_gpu`` per process on a GPU stage
+        (every process of a multi-GPU job gets its GPU's share), else config ``threads``."""
+        spec = self.config["resources"][stage]
+        if int(spec.get("gpu", 0)) > 0:
+            return int(spec.get("cpus_per_gpu", 4))
+        return int(self.config["threads"])
+
+
+SLURM_KEYS = {"slurm_partition": "slurm_partition", "slurm_account": "slurm_account", "slurm_qos": "qos",
+              "constraint": "constraint"}  # config `resources.<stage>` key -> the Slurm executor plugin's resource
 
 
 def _threads_of_job(wildcards: Any, threads: int) -> int:

@@ -103,6 +103,31 @@ def test_gpu_resources_from_config(wf):
         assert (job["resources"]["gpu"], job["resources"]["cpus_per_gpu"]) == ("1", "3")
 
 
+def test_account_qos_and_constraint_per_stage_reach_the_gpu_jobs_only(wf):
+    """A dry run with an account, a QOS, a constraint and a GPU type on the GPU stages and a CPU partition on the
+    small stages: every GPU job carries them, no CPU job does; each job's threads are the CPUs it asks for."""
+    gpu = {"slurm_partition": "gpu", "slurm_account": "proj42", "slurm_qos": "high", "constraint": "h100|a100",
+           "gpu_model": "h100"}
+    cfg = {"resources": {"train": {"gpu": 2, "cpus_per_gpu": 6, "mem_mb": 9000, "runtime": 30, **gpu},
+                         "eval": {"gpu": 1, "cpus_per_gpu": 3, "mem_mb": 5000, "runtime": 20, **gpu},
+                         "default": {"mem_mb": 1000, "runtime": 15, "slurm_partition": "cpu"}}}
+    res = run_snakemake(wf, "-n", "-p", "--cores", "64", configs=[cfg])
+    assert res.returncode == 0, res.stdout + res.stderr
+    want = {"slurm_partition": "gpu", "slurm_account": "proj42", "qos": "high", "constraint": "h100|a100",
+            "gpu_model": "h100"}
+    for rule, threads in (("train", 6), ("eval_base", 3), ("eval_run", 3)):
+        jobs = _jobs(res.stdout, rule)
+        assert jobs, rule
+        for job in jobs:
+            assert {k: job["resources"].get(k) for k in want} == want, (rule, job)
+            assert f"--threads {threads}" in job["shell"], (rule, job["shell"])  # per process: its GPU's CPUs
+    for rule in ("prompts", "train_scorer"):  # CPU stages: no GPU partition, account, QOS or GPU type
+        for job in _jobs(res.stdout, rule):
+            assert not {"slurm_account", "qos", "constraint", "gpu_model", "gpu"} & set(job["resources"]), job
+            assert job["resources"].get("slurm_partition") != "gpu", job
+    assert all(j["resources"]["slurm_partition"] == "cpu" for j in _jobs(res.stdout, "prompts"))
+
+
 @pytest.mark.parametrize("bad, needle", [
     ({"resources": {"train": {"gpus": 2}}}, "gpus"),
     ({"resources": {"eval": {"gpu": 2}}}, "gpu"),          # evaluation is one process

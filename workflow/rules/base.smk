@@ -32,7 +32,7 @@ if PLAN.builds_base() == "toy":
             cfg=quoted(config["pretrain"]),
             # Resumable checkpoints live outside the declared output (Snakemake deletes outputs before a run).
             ckpt=str(L.checkpoints("pretrain")),
-        threads: config["threads"]
+        threads: PLAN.stage_threads("pretrain")
         resources:
             **PLAN.stage_resources("pretrain"),
         log:
@@ -65,7 +65,7 @@ if PLAN.uses_dag_scorer():
             directory(str(L.scorer_model)),
         params:
             cfg=quoted(config.get("scorer", {})),
-        threads: config["threads"]
+        threads: PLAN.stage_threads("pretrain")
         resources:
             **PLAN.stage_resources("pretrain"),
         log:

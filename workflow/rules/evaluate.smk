@@ -27,7 +27,7 @@ rule eval_base:
         samplers=" ".join(config["sweep"]["base_samplers"]),
         nfe=" ".join(map(str, config["sweep"]["base_nfe"])),
         out=str(L.eval_model_dir(BASE)),
-    threads: 1
+    threads: PLAN.stage_threads("eval")
     resources:
         **PLAN.stage_resources("eval"),
     log:
@@ -61,7 +61,7 @@ for _rule, _samplers, _nfes, _runs in PLAN.eval_run_groups():
             samplers=" ".join(_samplers),
             nfe=" ".join(map(str, _nfes)),
             out=lambda wc: str(L.eval_model_dir(ModelRef.run(wc.run, wc.seed))),
-        threads: 1
+        threads: PLAN.stage_threads("eval")
         resources:
             **PLAN.stage_resources("eval"),
         log:
@@ -93,7 +93,7 @@ for _name in config.get("baselines") or {}:
             lora=f"--lora {PLAN.baseline_inputs(_name)['lora']}" if "lora" in PLAN.baseline_inputs(_name) else "",
             name=_name,
             out=str(L.eval_sweep(ModelRef.baseline(_name), "pipeline")),
-        threads: 1
+        threads: PLAN.stage_threads("eval")
         resources:
             **PLAN.stage_resources("eval"),
         log:

@@ -22,7 +22,7 @@ rule train:
         # `python -m tafs`, or `accelerate launch ... -m tafs` with one process per GPU when gpu > 1
         launch=lambda wc, resources: tafs_launcher(resources),
         gpus=lambda wc, resources: job_gpus(resources),
-    threads: config["threads"]
+    threads: PLAN.stage_threads("train")
     resources:
         **PLAN.stage_resources("train"),
     log:
