@@ -21,6 +21,13 @@ except ConfigError as e:
     sys.exit(f"error: {e}")
 
 
+# The MLflow experiment's readable name: config `experiment`, else the names of the --configfile files (tafs.tracking).
+if not config.get("experiment"):
+    _given = [os.path.splitext(os.path.basename(f))[0] for f in workflow.configfiles
+              if os.path.abspath(f) != os.path.abspath("config.yaml")]
+    config["experiment"] = "+".join(_given) or "config"
+
+
 # Jobs call `python -m tafs` and `snakemake --report`: make them the interpreter running this workflow,
 # so `.venv/bin/snakemake` works without activating the venv (Slurm jobs inherit PATH: --export=ALL).
 os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])

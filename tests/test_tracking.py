@@ -23,7 +23,7 @@ mlflow = pytest.importorskip("mlflow")
 from mlflow.entities import ViewType  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-CONFIG = {"results": "results", "seeds": [0, 1], "train": {"lr": 3e-4, "method": {"sampler": "annealed"}}}
+CONFIG = {"task": "toy_preference", "experiment": "smoke", "results": "results", "seeds": [0, 1], "train": {"lr": 3e-4, "method": {"sampler": "annealed"}}}
 N_ITERS = 5
 N_RUNS = 8  # config, the base model (its pretraining), 2 train, 3 evals, report
 REWARD_KEY = "reward/toy_dense/step2_mean"
@@ -135,11 +135,13 @@ def ingested(tmp_path_factory):
 # ------------------------------------------------------------------------------------------------
 
 
-def test_experiment_named_by_config_hash(ingested):
+def test_experiment_named_by_task_and_config(ingested):
+    """<task>/<experiment label> [short hash]: readable in the UI's list, the whole hash as a tag."""
     results, summary, client, exp_id, uri = ingested
     digest = hashlib.sha256(json.dumps(CONFIG, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     exp = client.get_experiment(exp_id)
-    assert exp.name == f"tafs-{digest[:10]}" == summary["experiment_name"]
+    label = CONFIG.get("experiment") or "config"
+    assert exp.name == f"{CONFIG['task']}/{label} [{digest[:6]}]" == summary["experiment_name"]
     assert exp.tags["tafs.config_hash"] == digest
     assert exp.tags["tafs.results"] == str(results.resolve())
     assert exp.artifact_location == (results / "mlflow" / "artifacts").resolve().as_uri()

@@ -1,6 +1,6 @@
 """Ingest a finished ``results/`` folder into MLflow, idempotently.
 
-One MLflow experiment per effective config (``tafs-<config hash>``); inside it one MLflow run per
+One MLflow experiment per effective config (``<task>/<config files> [<hash>]``); inside it one MLflow run per
 stage instance (config, pretrain, scorer, each train run, each evaluation, the report), each carrying
 a stable ``tafs.key`` tag and a ``tafs.fingerprint`` tag (a hash of its source files). Re-ingesting
 skips runs whose sources are unchanged and deletes + re-creates those whose sources changed, so the
@@ -44,7 +44,7 @@ def ingest(
     progress: bool = True,
     repo: Path | None = None,
 ) -> dict[str, Any]:
-    """Mirror ``results`` into experiment ``tafs-<config hash>`` at ``uri``; returns the counts.
+    """Mirror ``results`` into experiment ``<task>/<config files> [<hash>]`` at ``uri``; returns the counts.
 
     Runs whose ``tafs.key`` exists with the same fingerprint are skipped; live runs that jobs left open are
     completed; those whose sources changed (or that never finished) are deleted and re-created; duplicates of a

@@ -31,7 +31,7 @@ RETRY_S = 30.0
 
 @dataclass(frozen=True)
 class Target:
-    """Where a job logs: the server, the experiment (the DAG's ``tafs-<config hash>``), the results root."""
+    """Where a job logs: the server, the experiment (the DAG's ``<task>/<config files> [<hash>]``), the results root."""
 
     uri: str
     experiment: str

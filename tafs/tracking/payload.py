@@ -57,7 +57,11 @@ class Stage:
 
 
 def experiment_name(config: dict[str, Any]) -> str:
-    return f"tafs-{config_hash(config, 10)}"
+    """``<task>/<experiment> [<hash>]``: the task and the config that made it (config ``experiment``, which the
+    Snakefile fills with the --configfile names), readable in the UI's list; the short config hash keeps two
+    edits of one preset apart (the whole hash is the experiment's ``tafs.config_hash`` tag)."""
+    label = config.get("experiment") or "config"
+    return f"{config.get('task', 'task')}/{label} [{config_hash(config, 6)}]"
 
 
 def fingerprint(files: Iterable[Path], root: Path, extra: str = "") -> str:
