@@ -333,12 +333,21 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _one_line_errors(fn: Callable[[], object], verbose: bool) -> None:
-    """Bad input (config, missing file, wrong value) ends in a one-line message; -v shows the traceback."""
+    """Every failure ends in one last line, ``error: ...``, which the console shows. A ConfigError (bad input
+    that the checks name) is that line alone; a ValueError, KeyError or FileNotFoundError may be bad input or a
+    bug, so its traceback goes to the job's log first; -v re-raises everything as it is."""
+    import traceback
+
     from tafs.config import ConfigError
 
     try:
         fn()
-    except (ConfigError, ValueError, KeyError, FileNotFoundError) as e:
+    except ConfigError as e:
         if verbose:
             raise
+        raise SystemExit(f"error: {e}") from None
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        if verbose:
+            raise
+        traceback.print_exc(file=sys.stderr)
         raise SystemExit(f"error: {e}") from None
