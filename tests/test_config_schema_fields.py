@@ -1,0 +1,76 @@
+"""One source of truth for the training config: every field of the dataclasses that the trainer reads
+(TrainConfig and its nested MethodConfig, AdvantageConfig, LoraConfig) is accepted by the schema at top level
+(`train:`) and under `methods.X.train`, with its default value; an unknown key is rejected in both places with
+the key named. A field added to a dataclass without its schema entry fails here."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tafs.config import schema_errors
+from tafs.train.trainer import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
+# filled in by the DAG, never written in a config: the run's seed comes from `seeds`, reward options from
+# `reward_models`
+INTERNAL = {"seed", "reward_kwargs"}
+
+
+def _config() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def _fields(cls: type, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    """(path, default value) of every leaf field, nested dataclasses expanded."""
+    out = []
+    for f in dataclasses.fields(cls):
+        if not prefix and f.name in INTERNAL:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if dataclasses.is_dataclass(default):
+            out += _fields(type(default), (*prefix, f.name))
+        else:
+            out.append(((*prefix, f.name), list(default) if isinstance(default, tuple) else default))
+    return out
+
+
+def _set(d: dict, path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        d = d.setdefault(key, {})
+    d[path[-1]] = value
+
+
+FIELDS = _fields(TrainConfig)
+
+
+def test_the_walk_finds_the_nested_sections():
+    paths = {p for p, _ in FIELDS}
+    assert {("lr",), ("method", "sampler"), ("advantage", "n_adv"), ("lora", "rank")} <= paths
+
+
+@pytest.mark.parametrize("path, value", FIELDS, ids=[".".join(p) for p, _ in FIELDS])
+@pytest.mark.parametrize("where", ["train", "methods.flow_grpo.train"])
+def test_every_dataclass_field_is_accepted(path, value, where):
+    if path == ("advantage", "rewards"):
+        value = {"toy_dense": 1.0}  # the default {} means "the task's rewards"; a written mix names one
+    cfg = _config()
+    section = cfg["train"] if where == "train" else cfg["methods"]["flow_grpo"].setdefault("train", {})
+    _set(section, path, copy.deepcopy(value))
+    assert schema_errors(cfg, SCHEMA) == []
+
+
+@pytest.mark.parametrize("where", ["train", "methods.flow_grpo.train"])
+@pytest.mark.parametrize("path", [("lr_typo",), ("method", "n_stepz"), ("advantage", "clipp"), ("lora", "rnk")])
+def test_unknown_keys_are_rejected_with_their_name(path, where):
+    cfg = _config()
+    section = cfg["train"] if where == "train" else cfg["methods"]["flow_grpo"].setdefault("train", {})
+    _set(section, path, 1)
+    errors = schema_errors(cfg, SCHEMA)
+    assert errors and any(path[-1] in e for e in errors), errors
