@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from tafs.models.backbone import Backbone, Cond
+from tafs.models.sd3 import SD3_TARGETS
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ def prompt_seed(text: str) -> int:
 
 
 class RandomSD3Backbone(Backbone):
+    lora_targets = SD3_TARGETS  # what SD3.5-M trains: its dual-attention blocks' attn2 stays frozen
+
     def __init__(self, transformer: torch.nn.Module, spec: SD3BenchConfig, dtype: torch.dtype):
         self.transformer = transformer  # set_denoiser swaps in the peft / DDP wrapped module
         self.spec = spec

@@ -17,6 +17,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from tafs import flow
 from tafs.config import redact
 from tafs.io import write_json
 from tafs.models.backbone import Backbone
@@ -29,6 +30,7 @@ from tafs.stats import by_category as stats_by_category, category_mean_ci, mean_
 log = logging.getLogger(__name__)
 
 SAMPLERS = ("ode", "annealed")
+ODE_GRIDS = ("scheduler", "linspace")
 
 
 @dataclass(frozen=True)
@@ -43,10 +45,15 @@ class EvalConfig:
     decode_chunk: int = 0  # decode this many latents at a time (0: a whole batch)
     cfg_scale: float = 1.0
     shift: float | None = None  # the samplers' time shift; None: the model's own
+    ode_grid: str = "scheduler"  # the Euler ODE's noise levels (ODE_GRIDS; see ode_grid)
     metrics: dict = field(default_factory=dict)  # metric key -> reward name (the task's metrics)
     category_mean: list = field(default_factory=list)  # metric keys averaged over categories (GenEval overall)
     reward_kwargs: dict = field(default_factory=dict)  # reward name -> factory kwargs (config reward_models)
     chance: str | None = None  # "module:function(prompts, seed)": the task's chance levels, if it has any
+
+    def __post_init__(self) -> None:
+        if self.ode_grid not in ODE_GRIDS:
+            raise ValueError(f"ode_grid must be one of {ODE_GRIDS}, got {self.ode_grid!r}")
 
 
 def select_prompts(prompts: Sequence[Prompt], per_category: int | None, images_per_prompt: int = 1) -> list[Prompt]:
@@ -59,6 +66,15 @@ def select_prompts(prompts: Sequence[Prompt], per_category: int | None, images_p
     return [p for p in chosen for _ in range(images_per_prompt)]
 
 
+def ode_grid(backbone: Backbone, cfg: EvalConfig) -> torch.Tensor:
+    """The Euler ODE's nfe + 1 noise levels. "scheduler": the model's own (``backbone.scheduler_sigmas``, what its
+    diffusers pipeline samples with at ``num_inference_steps=nfe``), or with an explicit ``cfg.shift``
+    ``FlowMatchEulerDiscreteScheduler``'s rule at that shift; "linspace": shift(linspace(1, 0, nfe + 1))."""
+    if cfg.ode_grid == "linspace":
+        return flow.ode_sigmas(cfg.nfe, backbone.default_shift if cfg.shift is None else cfg.shift)
+    return backbone.scheduler_sigmas(cfg.nfe) if cfg.shift is None else flow.scheduler_sigmas(cfg.nfe, cfg.shift)
+
+
 @torch.no_grad()
 def generate(backbone: Backbone, texts: Sequence[str], cfg: EvalConfig, progress: bool = True) -> torch.Tensor:
     """Images (N, 3, H, W) in [0, 1] for the texts, with the configured sampler and NFE."""
@@ -68,6 +84,7 @@ def generate(backbone: Backbone, texts: Sequence[str], cfg: EvalConfig, progress
     noise_all = torch.randn((len(texts), *backbone.latent_shape), generator=gen)
     null = backbone.encode([""]) if cfg.cfg_scale != 1.0 else None
     shift = backbone.default_shift if cfg.shift is None else cfg.shift
+    grid = ode_grid(backbone, cfg) if cfg.sampler == "ode" else None
     out = []
     starts = range(0, len(texts), cfg.batch_size)
     for i in tqdm(starts, desc=f"{cfg.sampler}@{cfg.nfe}", disable=not progress, mininterval=5):
@@ -75,7 +92,7 @@ def generate(backbone: Backbone, texts: Sequence[str], cfg: EvalConfig, progress
         cond = backbone.encode(batch)
         noise = noise_all[i:i + len(batch)].to(backbone.device)
         if cfg.sampler == "ode":
-            x0 = sample_ode(backbone, cond, noise, cfg.nfe, shift, null, cfg.cfg_scale)
+            x0 = sample_ode(backbone, cond, noise, cfg.nfe, sigmas=grid, null=null, cfg_scale=cfg.cfg_scale)
         else:
             g = torch.Generator(device=backbone.device).manual_seed(cfg.seed + 1 + i)
             x0 = sample_annealed(backbone, cond, noise, cfg.nfe - 1, g, shift).final

@@ -145,6 +145,12 @@ def test_sd3_backbone_interface(sd3):
     assert v.shape == x.shape and v.dtype == torch.float32
     img = bb.decode(x)
     assert img.shape == (2, 3, spec.image_size, spec.image_size) and 0 <= float(img.min()) <= float(img.max()) <= 1
+    from tafs.models.lora import LoraSpec
+
+    bb.add_lora(LoraSpec(rank=2, alpha=2, target_modules=bb.lora_targets))  # what SD3.5-M trains: attn2 frozen
+    adapted = [n for n, _ in bb.denoiser().named_parameters() if "lora_A" in n]
+    assert any(".attn2." in n for n, _ in bb.denoiser().named_modules())
+    assert any(".attn." in n for n in adapted) and not any(".attn2." in n for n in adapted)
 
 
 def test_sd3_medium_config_matches_release(sd3):

@@ -119,6 +119,29 @@ def test_ode_sigmas():
     torch.testing.assert_close(flow.ode_sigmas(2, shift=3.0), torch.tensor([1.0, 0.75, 0.0], dtype=torch.float64))
 
 
+@pytest.mark.parametrize("nfe", [1, 2, 4, 8, 10, 28])
+@pytest.mark.parametrize("shift", [1.0, 3.0, 1.47])
+def test_scheduler_sigmas_are_diffusers_flow_match_euler(nfe, shift):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    sched = FlowMatchEulerDiscreteScheduler(shift=shift)
+    sched.set_timesteps(nfe)
+    ours = flow.scheduler_sigmas(nfe, shift)
+    assert ours.dtype == torch.float64 and len(ours) == nfe + 1 and float(ours[-1]) == 0.0
+    torch.testing.assert_close(ours, sched.sigmas.double(), atol=1e-6, rtol=0)
+
+
+def test_scheduler_sigmas_shift_the_low_end_twice():
+    # sigma_min = shift(0.001) = 0.003 / 1.002; 10 steps: the last non-zero level is shift(sigma_min) =
+    # 3 * 0.002994 / (1 + 2 * 0.002994) = 0.00893, where shift(linspace(1, 0, 11)) has shift(0.1) = 0.25
+    sig = flow.scheduler_sigmas(10, 3.0)
+    assert float(sig[0]) == 1.0 and float(sig[-1]) == 0.0
+    assert float(sig[-2]) == pytest.approx(0.00893, abs=1e-5)
+    assert float(flow.ode_sigmas(10, 3.0)[-2]) == pytest.approx(0.25)
+    # shift 1: linspace(1, 0.001, n), then 0
+    torch.testing.assert_close(flow.scheduler_sigmas(3), torch.tensor([1.0, 0.5005, 0.001, 0.0], dtype=torch.float64))
+
+
 def test_annealed_sigmas():
     # sigma_n = 1 - (n - 1) / (K + 1), n = 1..K+1
     torch.testing.assert_close(flow.annealed_sigmas(3), torch.tensor([1.0, 0.75, 0.5, 0.25], dtype=torch.float64))
@@ -135,5 +158,7 @@ def test_invalid_counts_raise():
         flow.ode_sigmas(0)
     with pytest.raises(ValueError):
         flow.ode_sigmas(-2)
+    with pytest.raises(ValueError):
+        flow.scheduler_sigmas(0)
     with pytest.raises(ValueError):
         flow.annealed_sigmas(-1)

@@ -1,12 +1,13 @@
 """The trained adapter is usable in diffusers: ``pipe.load_lora_weights(run/adapter)`` loads it, and the pipeline's
-own sampling then matches our Euler ODE sampler at the same noise and steps (tiny SD3 and Flux pipelines)."""
+own sampling with its defaults (``num_inference_steps`` only) then matches our Euler ODE sampler on the model's
+grid at the same noise and steps (tiny SD3 and Flux pipelines)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
+from tafs import flow
 from tafs.models.loading import load_backbone
 from tafs.models.lora import LoraSpec
 from tafs.models.options import ModelOptions
@@ -33,10 +34,12 @@ def trained_adapter(request, tmp_path_factory):
     return request.param, base, root / "adapter"
 
 
-def _ours(base, adapter, noise):
+def _ours(base, adapter, noise, linspace=False):
+    """Our Euler ODE on the model's grid, or on shift(linspace(1, 0, N + 1)) at the model's shift."""
     bb = load_backbone(base, adapter=adapter, device="cpu", options=ModelOptions(resolution=32))
+    sigmas = flow.ode_sigmas(STEPS, bb.default_shift) if linspace else None
     with torch.no_grad():
-        return bb.decode(sample_ode(bb, bb.encode([PROMPT]), noise, STEPS, bb.default_shift))
+        return bb.decode(sample_ode(bb, bb.encode([PROMPT]), noise, STEPS, sigmas=sigmas))
 
 
 def _pipeline(fam, base, adapter, noise):
@@ -45,13 +48,9 @@ def _pipeline(fam, base, adapter, noise):
     pipe = getattr(diffusers, {"sd3": "StableDiffusion3Pipeline", "flux": "FluxPipeline"}[fam]).from_pretrained(base)
     if adapter is not None:
         pipe.load_lora_weights(adapter)  # the README's line
-    kwargs = dict(height=32, width=32, num_inference_steps=STEPS, output_type="pt", max_sequence_length=128)
-    if fam == "sd3":  # the pipeline's default schedule shifts twice at the low end; ours is shift(linspace)
-        kwargs.update(sigmas=list(np.linspace(1.0, 1.0 / STEPS, STEPS)), guidance_scale=4.5)
-        latents = noise
-    else:
-        kwargs.update(guidance_scale=3.5)
-        latents = pipe._pack_latents(noise, 1, 4, 16, 16)
+    kwargs = dict(height=32, width=32, num_inference_steps=STEPS, output_type="pt", max_sequence_length=128,
+                  guidance_scale={"sd3": 4.5, "flux": 3.5}[fam])
+    latents = noise if fam == "sd3" else pipe._pack_latents(noise, 1, 4, 16, 16)
     with torch.no_grad():
         return pipe(PROMPT, latents=latents, **kwargs).images
 
@@ -71,3 +70,13 @@ def test_pipeline_with_the_adapter_samples_what_our_ode_samples(trained_adapter)
     # the adapter matters: without it the pipeline draws something else
     plain = _pipeline(fam, base, None, noise)
     assert (plain.float() - ours).abs().max() > 1e-3
+
+
+def test_the_shifted_linspace_grid_is_the_pipelines_for_flux_only(trained_adapter):
+    """shift(linspace(1, 0, N + 1)), our former default, is what FluxPipeline samples with (its sigmas
+    linspace(1, 1/N, N) shifted by exp(mu), then 0) but not what StableDiffusion3Pipeline samples with (its
+    scheduler ends at shift(shift(0.001)) before 0, where that grid has shift(1/N)): a different image."""
+    fam, base, adapter = trained_adapter
+    noise = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    gap = (_pipeline(fam, base, adapter, noise).float() - _ours(base, adapter, noise, linspace=True)).abs().max()
+    assert gap > 1e-3 if fam == "sd3" else gap < 1e-4, float(gap)

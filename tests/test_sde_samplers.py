@@ -256,7 +256,8 @@ def test_sample_sde_all_ode_is_the_euler_sampler(fake_backbone):
     traj = sample_sde(fake_backbone, cond, x, flow.ode_sigmas(4).tolist(), flow_sde_transition(0.7), [False] * 3,
                       torch.Generator().manual_seed(0))
     assert torch.equal(traj.log_probs, torch.zeros(B, 3)) and not traj.trained.any()
-    torch.testing.assert_close(traj.final, sample_ode(fake_backbone, cond, x, 4), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(traj.final, sample_ode(fake_backbone, cond, x, 4, sigmas=flow.ode_sigmas(4)), atol=1e-6,
+                               rtol=1e-6)
 
 
 def test_sample_sde_x0_predicting_backbone_same_chain():

@@ -4,7 +4,9 @@ guidance distilled into an embedding (no negative pass), a time shift that depen
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 import torch
 
 from tafs.models.backbone import Cond
@@ -50,6 +52,19 @@ class FluxBackbone(PipelineBackbone):
         base, top = cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15)
         mu = base + (top - base) * (self.image_tokens - base_len) / (max_len - base_len)
         return math.exp(mu)
+
+    def timestep_kwargs(self, nfe: int) -> dict[str, Any]:
+        """``FluxPipeline.__call__`` (step 5): sigmas = linspace(1, 1/nfe, nfe), mu from its ``calculate_shift`` at
+        the packed latent's token count; the scheduler shifts them with exp(mu) and appends 0, so the grid is
+        :func:`tafs.flow.ode_sigmas` at ``default_shift``."""
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+        cfg = self.pipe.scheduler.config
+        mu = calculate_shift(self.image_tokens, cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
+                             cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15))
+        if cfg.get("use_flow_sigmas", False):  # the pipeline then lets the scheduler space them
+            return {"num_inference_steps": nfe, "mu": mu}
+        return {"sigmas": np.linspace(1.0, 1 / nfe, nfe), "mu": mu}
 
     def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
         b, c, h, w = x.shape

@@ -9,6 +9,7 @@ log-probabilities and rewards stay in fp32.
 from __future__ import annotations
 
 import json
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -101,6 +102,23 @@ class PipelineBackbone(Backbone):
     @property
     def default_shift(self) -> float:
         return float(self.pipe.scheduler.config.get("shift", 1.0))
+
+    def scheduler_sigmas(self, nfe: int) -> torch.Tensor:
+        """What the pipeline's own call at ``num_inference_steps=nfe`` samples with: a fresh copy of its scheduler,
+        set the way the pipeline sets it (``timestep_kwargs``), its ``sigmas`` (float32 there) as float64."""
+        if nfe < 1:
+            raise ValueError(f"nfe must be >= 1, got {nfe}")
+        scheduler = type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
+        scheduler.set_timesteps(**self.timestep_kwargs(nfe))
+        sigmas = scheduler.sigmas.detach().to("cpu", torch.float64)
+        if len(sigmas) != nfe + 1 or float(sigmas[0]) > 1.0 or float(sigmas[-1]) != 0.0:
+            raise ValueError(f"{type(scheduler).__name__} at {nfe} steps gives {sigmas.tolist()}, not nfe + 1 noise "
+                             "levels from at most 1 down to 0; the Euler ODE cannot follow it")
+        return sigmas
+
+    @abstractmethod
+    def timestep_kwargs(self, nfe: int) -> dict[str, Any]:
+        """The keyword arguments the pipeline's ``__call__`` hands ``scheduler.set_timesteps`` at ``nfe`` steps."""
 
     def save(self, path: str | Path) -> None:
         self.pipe.save_pretrained(str(path))

@@ -1,17 +1,41 @@
 """Stable Diffusion 3 / 3.5 (``StableDiffusion3Pipeline``): MMDiT on 16-channel VAE latents, CLIP-L + CLIP-G + T5,
-real classifier-free guidance with a negative prompt, a static time shift (the scheduler's, 3.0)."""
+real classifier-free guidance with a negative prompt, a static time shift (the scheduler's, 3.0).
+
+What follows its reference implementations (flow_grpo at yifan123/flow_grpo@ac4c86e, diffusers 0.42.1):
+
+=====================  ==============================================================  =================================
+option                 reference (file:line)                                           ours (default)
+=====================  ==============================================================  =================================
+LoRA targets           flow_grpo scripts/train_sd3.py:419-428 (``attn.``: to_q, to_k,  ``SD3_TARGETS`` (the same eight;
+                       to_v, to_out.0, add_q/k/v_proj, to_add_out)                     SD3.5-M's ``attn2`` not adapted)
+LoRA rank / alpha      flow_grpo scripts/train_sd3.py:430-431 (r 32, alpha 64)         ``train.lora`` rank 32, alpha 64
+LoRA init              flow_grpo scripts/train_sd3.py:432 (``init_lora_weights=        ``train.lora.init`` "default"
+                       "gaussian"``)                                                   (peft's; "gaussian" available)
+ODE noise levels       diffusers pipelines/stable_diffusion_3/                         ``scheduler_sigmas``: the same
+                       ``pipeline_stable_diffusion_3.py``:1015-1041 (no sigmas);       call (``eval.ode_grid``
+                       flow_grpo diffusers_patch/sd3_pipeline_with_logprob.py:121      "scheduler")
+=====================  ==============================================================  =================================
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
 from tafs.models.backbone import Cond
+from tafs.models.lora import ATTENTION_TARGETS
 from tafs.models.pipeline_backbone import PipelineBackbone
+
+# flow_grpo's list: the projections of each block's first attention (``attn.``), so SD3.5-M's dual-attention blocks
+# keep their second one (``attn2``) frozen; a bare suffix (``to_q``) would adapt both.
+SD3_TARGETS = tuple(f"attn.{t}" for t in ATTENTION_TARGETS)
 
 
 class SD3Backbone(PipelineBackbone):
     pipeline_class = "StableDiffusion3Pipeline"
     text_components = ("text_encoder", "text_encoder_2", "text_encoder_3")
+    lora_targets = SD3_TARGETS
     default_guidance = 4.5  # Flow-GRPO trains and evaluates SD3.5-M with CFG 4.5 (REAL-MODELS.md §1)
     patch_multiple = 1
 
@@ -22,6 +46,21 @@ class SD3Backbone(PipelineBackbone):
     @property
     def latent_channels(self) -> int:
         return int(self.transformer.config.in_channels)
+
+    def timestep_kwargs(self, nfe: int) -> dict[str, Any]:
+        """``StableDiffusion3Pipeline.__call__`` (step 5): no sigmas, so ``FlowMatchEulerDiscreteScheduler`` takes
+        linspace(1, sigma_min, nfe) shifted, then 0; mu (from ``calculate_shift`` at the latent's patch count) only
+        when the scheduler shifts dynamically (SD3.5's does not: static shift 3)."""
+        cfg = self.pipe.scheduler.config
+        if not cfg.get("use_dynamic_shifting", None):
+            return {"num_inference_steps": nfe}
+        from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift
+
+        _, h, w = self.latent_shape
+        patch = int(self.pipe.transformer.config.patch_size)
+        mu = calculate_shift((h // patch) * (w // patch), cfg.get("base_image_seq_len", 256),
+                             cfg.get("max_image_seq_len", 4096), cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.16))
+        return {"num_inference_steps": nfe, "mu": mu}
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> Cond:

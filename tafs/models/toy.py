@@ -78,6 +78,10 @@ def build_toy(cfg: ToyModelConfig, vocab_words: list[str], seed: int = 0) -> "To
 
 
 class ToyBackbone(Backbone):
+    """The toy model has no pipeline of its own: its Euler ODE grid (``scheduler_sigmas``) is the base class's,
+    diffusers' ``FlowMatchEulerDiscreteScheduler`` rule at shift 1 (``default_shift``): linspace(1, 0.001, nfe),
+    then 0."""
+
     def __init__(self, transformer, text_encoder, tokenizer, cfg: ToyModelConfig):
         self.transformer = transformer
         self.text_encoder = text_encoder

@@ -59,6 +59,12 @@ class LoraConfig:
     rank: int = 32
     alpha: int = 64
     targets: tuple[str, ...] | None = None  # module names; None: the model family's (REAL-MODELS.md §1)
+    init: str = "default"  # peft's init_lora_weights: "default" (Kaiming-uniform A) or "gaussian" (flow_grpo's)
+
+    def __post_init__(self) -> None:
+        from tafs.models.lora import check_init
+
+        check_init(self.init)
 
 
 @dataclass(frozen=True)
@@ -151,7 +157,8 @@ class Trainer:
         for m in (*backbone.frozen_modules(), backbone.denoiser()):
             m.requires_grad_(False)
         targets = tuple(cfg.lora.targets or backbone.lora_targets)
-        backbone.add_lora(LoraSpec(rank=cfg.lora.rank, alpha=cfg.lora.alpha, target_modules=targets), seed=cfg.seed)
+        backbone.add_lora(LoraSpec(rank=cfg.lora.rank, alpha=cfg.lora.alpha, target_modules=targets,
+                                   init=cfg.lora.init), seed=cfg.seed)
         self.params = backbone.trainable_parameters()
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
         # The grad scaler (fp16) comes from prepare(). The model is not wrapped in DDP: the LoRA gradients are
