@@ -142,7 +142,7 @@ def schema_errors(config: dict[str, Any], schema_path: str) -> list[str]:
     for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
         best = jsonschema.exceptions.best_match([err])
         key = ".".join(map(str, best.absolute_path)) or "(top level)"
-        hint = best.schema.get("description") if best.validator == "pattern" else None
+        hint = best.schema.get("description") if best.validator in ("pattern", "enum") else None
         out.append(f"{key}: {best.message}" + (f" (expected {hint})" if hint else ""))
     return out
 

@@ -5,14 +5,17 @@ From the config's ``task`` (its training rewards and metrics), ``methods`` (pres
 methods Tables 1-3 compare) and ``ablations`` (N_annealed, N_adv and reward mixes around one method),
 ``build_grid`` derives every run as a merged training config. Runs whose merged configs are identical are
 one run: the N_annealed = 3 and N_adv = 3 rows and the "combined" reward row reuse TAFS-GRPO's run,
-N_adv = 1 reuses "w/o Step Adv.". The models the evaluation sweep samples are the base and every run at
-every seed; every evaluation a table or Figure 4 reads must be one the sweep makes (checked here, before
-any job runs). The grid is written to ``results/grid.json``; tables, figures and MLflow read it.
+N_adv = 1 reuses "w/o Step Adv.". Every model is reported with the sampler its method declares
+(``RunSpec.eval_sampler``: the annealed chain for annealed-chain methods, the Euler ODE for SDE-trained ones,
+``BASE_SAMPLER`` for the base), never one picked by a test metric. The models the evaluation sweep samples
+are the base and every run at every seed; every evaluation a table or Figure 4 reads must be one the sweep
+makes (checked here, before any job runs). The grid is written to ``results/grid.json``; tables, figures and MLflow read it.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -23,7 +26,9 @@ from tafs.tasks import registry as tasks
 from tafs.tasks.base import TaskSpec
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
-BEST = "best"  # a table row's sampler: every evaluated sampler, the better one shown (tafs.report.paper_tables)
+BASE_SAMPLER = "ode"  # the base model's declared sampler: Table 2's base row and Figure 4's base line
+REMOVED_BEST = ("tables.base_rows: sampler 'best' (the better sampler on the test metric) was removed: the tables "
+                "report the sampler a model declares; name it, e.g. [[ode, 28], [ode, 4], [ode, 8]]")
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,7 @@ class RunSpec:
 
     name: str  # folder under results/runs/ and the `run` wildcard
     label: str  # how tables and plots name it
-    eval_sampler: str  # ode | annealed
+    eval_sampler: str  # ode | annealed: the declared sampler the tables, Figure 4 and captions report
     train: dict = field(default_factory=dict)  # `train` merged with the method's and ablation's overrides (no seed)
     origin: str = ""  # the config keys it comes from (for error messages)
     task: str = ""  # the task whose training rewards it uses when not the config's `task` (Table 1's own task)
@@ -45,9 +50,11 @@ class Grid:
     task: TaskSpec | None = None
 
     def add(self, spec: RunSpec) -> str:
-        """Add a run, or return the name of an existing run with the same training config."""
+        """Add a run, or return the name of an existing run with the same training config once the trainer's
+        defaults fill in what either leaves out (``n_annealed: 3`` given or not is one run)."""
+        key = _canonical(normalised_train(spec.train))
         for name, other in self.runs.items():
-            if _canonical(other.train) == _canonical(spec.train) and other.eval_sampler == spec.eval_sampler:
+            if _canonical(normalised_train(other.train)) == key and other.eval_sampler == spec.eval_sampler:
                 return name
         if not RUN_NAME.match(spec.name):
             raise ConfigError(f"run name {spec.name!r} must match {RUN_NAME.pattern} (it becomes a folder)")
@@ -59,8 +66,27 @@ def _canonical(d: dict) -> str:
     return json.dumps(d, sort_keys=True)
 
 
+@functools.cache
+def _train_defaults() -> str:
+    """``TrainConfig()``'s fields (nested lora, method, advantage) as JSON. Imported here, not at the top: the
+    trainer's module imports torch, which nothing else in `tafs grid` needs (the DAG's planning imports it
+    anyway, to check every run's config)."""
+    from tafs.train.trainer import TrainConfig
+
+    return json.dumps(asdict(TrainConfig()))
+
+
+def normalised_train(train: dict) -> dict:
+    """A run's `train` dict with the trainer's defaults filled in: what the run trains with, so runs are compared
+    (and ablation values read) whether a default was written in the config or not. The runs keep the dict as
+    given (their job configs do not change)."""
+    return deep_merge(json.loads(_train_defaults()), train)
+
+
 def natural_sampler(train: dict) -> str:
-    """Annealed-chain methods are evaluated with the annealed chain, SDE-trained ones with the Euler ODE."""
+    """The sampler a method declares when ``methods.X.eval_sampler`` is not set: annealed-chain methods (TAFS-GRPO
+    and its ablations) are evaluated with the annealed chain, SDE-trained ones (flow_sde, dance_sde, mix_sde, cps)
+    with the Euler ODE."""
     return "annealed" if train.get("method", {}).get("sampler", "annealed") == "annealed" else "ode"
 
 
@@ -103,12 +129,24 @@ def _variant(base: RunSpec, suffix: str, label: str, overrides: dict, origin: st
                    f"{origin} around {base.origin}")
 
 
+def n_annealed_n_adv(k: int, n_adv: int, mode: str) -> int:
+    """N_adv of Table 4's N_annealed = k run: ``all`` (default) integrates every scored step's advantage, k, as
+    Algorithm 1 line 18 sums them; ``base`` keeps the ablated method's N_adv (capped at the k scored steps).
+    Either way the row k = K is the ablated method's own run when it integrates every step (N_adv = K, the
+    default), since the grid deduplicates identical runs."""
+    if mode not in ("all", "base"):
+        raise ConfigError(f"ablations.n_annealed_n_adv: {mode!r} is not one of all, base")
+    return k if mode == "all" else min(n_adv, k)
+
+
 def _ablation_rows(grid: Grid, base: RunSpec, ablations: dict) -> None:
-    n_adv = base.train["advantage"]["n_adv"]
-    k_base = base.train["method"].get("n_annealed", 3)
+    full = normalised_train(base.train)
+    n_adv, k_base = full["advantage"]["n_adv"], full["method"]["n_annealed"]
+    mode = ablations.get("n_annealed_n_adv", "all")
     grid.tables["table4"] = [
         [str(k), grid.add(_variant(base, f"n_annealed{k}", f"N_annealed={k}",
-                                   {"method": {"n_annealed": k}, "advantage": {"n_adv": min(n_adv, k)}},
+                                   {"method": {"n_annealed": k},
+                                    "advantage": {"n_adv": n_annealed_n_adv(k, n_adv, mode)}},
                                    f"ablations.n_annealed [{k}]"))]
         for k in ablations.get("n_annealed", [])]
     bad = [n for n in ablations.get("n_adv", []) if n > k_base]
@@ -148,10 +186,12 @@ def check_evals(config: dict, task: TaskSpec) -> None:
     if missing:
         raise ConfigError(f"tables.main_nfe / tables.table1_nfe use NFE {missing}, which sweep.run_nfe "
                           f"{sweep['run_nfe']} does not evaluate: add them to sweep.run_nfe")
+    if any(s == "best" for s, _ in tables["base_rows"]):
+        raise ConfigError(REMOVED_BEST)
     needs = [("tables.base_rows", s, n) for s, n in tables["base_rows"]]
-    needs.append(("tables.main_nfe (Table 2's base row)", BEST, tables["main_nfe"]))
+    needs.append(("tables.main_nfe (Table 2's base row)", BASE_SAMPLER, tables["main_nfe"]))
     for key, sampler, nfe in needs:
-        if (sampler != BEST and sampler not in sweep["base_samplers"]) or nfe not in sweep["base_nfe"]:
+        if sampler not in sweep["base_samplers"] or nfe not in sweep["base_nfe"]:
             raise ConfigError(f"{key}: the base model at ({sampler}, {nfe} NFE) is not evaluated by "
                               f"sweep.base_samplers {sweep['base_samplers']} x sweep.base_nfe {sweep['base_nfe']}: "
                               f"add it there")
@@ -237,8 +277,11 @@ def run_nfes(config: dict, grid: Grid, run: str) -> list[int]:
 
 
 def run_samplers(config: dict, spec: RunSpec) -> list[str]:
-    """``sweep.run_samplers`` (every run under each, e.g. [ode, annealed]), else the run's own eval sampler."""
-    return list(config["sweep"].get("run_samplers") or [spec.eval_sampler])
+    """``sweep.run_samplers`` (every run under each, e.g. [ode, annealed]: the CSVs hold every sampler's rows,
+    marked declared or not), with the run's declared eval sampler first when they leave it out: the tables, the
+    captions and Figure 4 read that one."""
+    samplers = list(config["sweep"].get("run_samplers") or [])
+    return samplers if spec.eval_sampler in samplers else [spec.eval_sampler] + samplers
 
 
 def eval_models(config: dict, grid: Grid) -> list[dict]:
@@ -290,7 +333,7 @@ def grid_manifest(config: dict, grid: Grid, categories: list[str] | None = None)
         "run_nfe": list(sweep["run_nfe"]),
         "main_nfe": tables["main_nfe"],
         "table1_nfe": list(tables["table1_nfe"]),
-        "base": {"label": "Base", "evals": [[s, n] for s, n in tables["base_rows"]]},
+        "base": {"label": "Base", "evals": [[s, n] for s, n in tables["base_rows"]], "sampler": BASE_SAMPLER},
         "metrics": {"in_domain": task.domain("in"), "out_of_domain": task.domain("out")},
         "table1_metrics": {"task": t1.name, "in_domain": t1.domain("in"), "out_of_domain": t1.domain("out")},
         "headline": {"main": task.headline_metric, "table1": t1.headline_metric},

@@ -60,14 +60,19 @@ def test_tables_figure_report(smoke_run):
     for t in TABLES:
         for ext in ("csv", "md", "tex"):
             assert (smoke_run / "tables" / f"{t}.{ext}").stat().st_size > 0
-    def shown(name: str) -> pd.DataFrame:  # the rows md/tex show: each model with its better sampler
+    grid = json.loads((smoke_run / "grid.json").read_text())
+
+    def shown(name: str) -> pd.DataFrame:  # the rows md/tex show: each model with the sampler its method declares
         t = pd.read_csv(smoke_run / "tables" / f"{name}.csv")
-        assert t.groupby([c for c in ("run", "nfe") if c in t.columns])["best"].sum().eq(1).all(), name
-        return t[t["best"]]
+        assert t.groupby([c for c in ("run", "nfe") if c in t.columns])["declared"].sum().eq(1).all(), name
+        runs = t[t["declared"] & (t["run"] != "base")]
+        assert all(s == grid["runs"][r]["eval_sampler"] for r, s in zip(runs["run"], runs["sampler"])), name
+        return t[t["declared"]]
 
     t1 = pd.read_csv(smoke_run / "tables" / "table1.csv")
-    # base at 28, 4, 8 NFE x 2 samplers + TAFS-GRPO trained on toy_composition x NFE {4, 8} x 2 samplers
-    assert len(t1) == 3 * 2 + 2 * 2 and {"correct", "correct_ci95", "dense", "clip", "best"} <= set(t1.columns)
+    # base at (ode, 28), (ode, 4), (ode, 8) + TAFS-GRPO trained on toy_composition x NFE {4, 8} x 2 samplers
+    assert len(t1) == 3 + 2 * 2 and {"correct", "correct_ci95", "dense", "clip", "declared"} <= set(t1.columns)
+    assert set(t1.loc[t1["run"] == "base", "sampler"]) == {"ode"}
     assert set(t1["run"]) == {"base", "tafs_grpo-toy_composition"} and len(shown("table1")) == 5
     header = next(x for x in (smoke_run / "tables" / "table1.md").read_text().splitlines() if x.startswith("| Method"))
     assert "Strict acc. (GenEval-like) (%) [in-domain]" in header  # Table 1's task: strict accuracy is trained on

@@ -8,7 +8,7 @@ import yaml
 
 from dag_utils import REPO
 from tafs.config import ConfigError
-from tafs.grid import build_grid, grid_manifest
+from tafs.grid import build_grid, grid_manifest, natural_sampler
 
 
 @pytest.fixture()
@@ -40,8 +40,10 @@ def test_default_grid_runs_and_dedup(config):
 def test_variants_carry_their_overrides(config):
     runs = build_grid(config).runs
     assert runs["tafs_grpo-n_annealed1"].train["method"]["n_annealed"] == 1
-    assert runs["tafs_grpo-n_annealed1"].train["advantage"]["n_adv"] == 1  # capped at K scored steps
-    assert runs["tafs_grpo-n_annealed5"].train["advantage"]["n_adv"] == 3
+    assert runs["tafs_grpo-n_annealed1"].train["advantage"]["n_adv"] == 1
+    # Table 4 integrates every step's advantage (Algorithm 1 line 18): N_annealed = 5 -> N_adv = 5
+    assert runs["tafs_grpo-n_annealed5"].train["advantage"]["n_adv"] == 5
+    assert runs["tafs_grpo-n_annealed5"].train["method"]["n_annealed"] == 5
     assert runs["tafs_grpo-reward_clip_only"].train["advantage"]["rewards"] == {"clip": 1.0}
     # the task's training rewards fill in train.advantage.rewards (toy_preference: dense + learned CLIP)
     assert runs["tafs_grpo"].train["advantage"]["rewards"] == {"toy_dense": 1.0, "clip": 1.0}
@@ -83,11 +85,13 @@ def test_manifest_is_json_ready(config):
 
     m = grid_manifest(config, build_grid(config))
     assert json.loads(json.dumps(m)) == m
-    assert m["base"]["evals"] == [["best", 28], ["best", 4], ["best", 8]]
+    assert m["base"]["evals"] == [["ode", 28], ["ode", 4], ["ode", 8]] and m["base"]["sampler"] == "ode"
     # Table 1's task labels strict accuracy in-domain; the main task (preference) holds it out
     assert m["table1_metrics"]["in_domain"] == ["correct", "dense"] and "correct" in m["metrics"]["out_of_domain"]
     runs = {x["name"]: x for x in m["models"] if x["kind"] == "run"}
     assert runs["flow_grpo"]["samplers"] == ["ode", "annealed"] and runs["flow_grpo"]["nfe"] == [4, 5, 6, 7, 8]
+    assert runs["tafs_grpo"]["samplers"] == ["ode", "annealed"]  # sweep.run_samplers' order (its declared: annealed)
+    assert m["runs"]["flow_grpo"]["eval_sampler"] == "ode" and m["runs"]["tafs_grpo"]["eval_sampler"] == "annealed"
     assert runs["tafs_grpo-n_adv2"]["nfe"] == [8]  # ablation runs: the tables' NFE only
     assert m["runs"]["flow_grpo"]["label"] == "Flow-GRPO" and m["main_nfe"] == 8
 
@@ -116,7 +120,7 @@ def test_tables_need_evaluated_nfes(config):
     config["tables"]["base_rows"].pop()
     config["sweep"]["base_nfe"] = [4, 28]  # Table 2's base row reads the base's ODE at main_nfe (8)
     config["tables"]["base_rows"] = [["ode", 28]]
-    with pytest.raises(ConfigError, match=r"tables.main_nfe \(Table 2's base row\): the base model at \(best, 8 NFE\)"):
+    with pytest.raises(ConfigError, match=r"tables.main_nfe \(Table 2's base row\): the base model at \(ode, 8 NFE\)"):
         build_grid(config)
 
 
@@ -154,6 +158,9 @@ def test_manifest_carries_the_task_and_the_models(config):
     config["sweep"]["run_samplers"] = None  # then each run under its own eval sampler only
     models = {x["name"]: x for x in grid_manifest(config, build_grid(config))["models"]}
     assert models["flow_grpo"]["samplers"] == ["ode"] and models["tafs_grpo"]["samplers"] == ["annealed"]
+    config["sweep"]["run_samplers"] = ["ode"]  # the declared sampler is always evaluated (the tables read it)
+    models = {x["name"]: x for x in grid_manifest(config, build_grid(config))["models"]}
+    assert models["tafs_grpo"]["samplers"] == ["annealed", "ode"] and models["flow_grpo"]["samplers"] == ["ode"]
 
 
 def test_toy_composition_task_trains_on_the_checker(config):
@@ -162,3 +169,53 @@ def test_toy_composition_task_trains_on_the_checker(config):
     assert grid.runs["tafs_grpo"].train["advantage"]["rewards"] == {"toy_dense": 1.0}
     m = grid_manifest(config, grid)
     assert m["metrics"] == {"in_domain": ["correct", "dense"], "out_of_domain": ["clip"]}
+
+
+@pytest.mark.parametrize("sampler, declared", [
+    ("annealed", "annealed"), ("flow_sde", "ode"), ("dance_sde", "ode"), ("mix_sde", "ode"), ("cps", "ode")])
+def test_natural_sampler_is_the_declared_one(sampler, declared):
+    """The live rule (RunSpec.eval_sampler when methods.X.eval_sampler is unset): annealed-chain methods use the
+    chain, SDE-trained ones the Euler ODE; a train config without method.sampler is the annealed default."""
+    assert natural_sampler({"method": {"sampler": sampler}}) == declared
+    assert natural_sampler({}) == "annealed"
+
+
+def test_best_base_rows_are_refused_with_what_to_write(config):
+    config["tables"]["base_rows"] = [["best", 28], ["ode", 4]]
+    with pytest.raises(ConfigError, match=r"sampler 'best' .* was removed: .*\[\[ode, 28\], \[ode, 4\], \[ode, 8\]\]"):
+        build_grid(config)
+
+
+def test_best_is_a_schema_error_that_says_what_to_write(config):
+    from tafs.config import schema_errors
+
+    config["tables"]["base_rows"] = [["best", 28]]
+    errors = schema_errors(config, str(REPO / "workflow/schemas/config.schema.yaml"))
+    assert any(e.startswith("tables.base_rows.0.0:") and "write e.g. [ode, 28]" in e for e in errors), errors
+
+
+def test_n_annealed_runs_integrate_every_step_unless_told(config):
+    grid = build_grid(config)
+    assert grid.tables["table4"][1] == ["3", "tafs_grpo"]  # N_annealed = 3 with N_adv = 3 is TAFS-GRPO's run
+    assert grid.runs["tafs_grpo-n_annealed5"].train["advantage"]["n_adv"] == 5
+    config["ablations"]["n_annealed_n_adv"] = "base"  # the ablated method's N_adv, capped at k
+    grid = build_grid(config)
+    assert grid.runs["tafs_grpo-n_annealed5"].train["advantage"]["n_adv"] == 3
+    assert grid.tables["table4"][1] == ["3", "tafs_grpo"]
+
+
+@pytest.mark.parametrize("section, key", [("method", "n_annealed"), ("advantage", "n_adv")])
+def test_a_default_left_out_of_train_is_the_same_grid(config, section, key):
+    """Runs are compared with the trainer's defaults filled in: removing ``train.method.n_annealed: 3`` (or
+    ``advantage.n_adv: 3``, both TrainConfig defaults) from config.yaml leaves the runs and rows as they were."""
+    from dataclasses import asdict
+
+    from tafs.train.trainer import TrainConfig
+
+    assert config["train"][section][key] == asdict(TrainConfig())[section][key]
+    before = build_grid(config)
+    del config["train"][section][key]
+    after = build_grid(config)
+    assert set(after.runs) == set(before.runs) and after.tables == before.tables
+    assert after.runs["tafs_grpo-n_annealed5"].train["method"]["n_annealed"] == 5
+    assert after.runs["tafs_grpo-n_annealed5"].train["advantage"]["n_adv"] == 5

@@ -92,12 +92,6 @@ def test_transition_per_sampler():
     assert Method(MethodConfig(sampler="cps", eta=0.9)).transition == CPSTransition(0.9)
 
 
-def test_natural_eval_sampler():
-    assert Method(MethodConfig()).natural_eval_sampler == "annealed"
-    for s in ("flow_sde", "dance_sde", "mix_sde", "cps"):
-        assert Method(MethodConfig(sampler=s)).natural_eval_sampler == "ode"
-
-
 @pytest.mark.parametrize("kw, expected", [
     ({"sampler": "annealed", "n_annealed": 3}, {"nfe_old": 4, "nfe_theta": 3}),
     ({"sampler": "flow_sde", "n_steps": 10}, {"nfe_old": 10, "nfe_theta": 9}),

@@ -15,7 +15,7 @@ from scipy import stats
 from tafs.paths import Layout, ModelRef
 from tafs.report import paper_tables as pt
 from tafs.report.figures import figure4_frame
-from tafs.report.manifest import load_manifest
+from tafs.report.manifest import Manifest, load_manifest
 
 CATEGORIES = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 TASK = {"name": "toy_preference", "categories": list(CATEGORIES), "category_metric": "correct",
@@ -157,7 +157,7 @@ def test_rows_and_columns(written):
     assert list(csv(out, "table3")["method"]) == ["TAFS-GRPO", "- w/o Step Adv."]
     t4 = csv(out, "table4")
     assert [str(x) for x in t4["method"]] == ["1", "3"] and list(t4["run"]) == ["tafs_grpo-n_annealed1", "tafs_grpo"]
-    assert list(t4.columns[:7]) == ["method", "run", "n_seeds", "sampler", "best", "sec_per_iter",
+    assert list(t4.columns[:7]) == ["method", "run", "n_seeds", "sampler", "declared", "sec_per_iter",
                                     "sec_per_iter_ci95"]
     assert [str(x) for x in csv(out, "table5")["method"]] == ["1", "3"]
     assert list(csv(out, "table6")["method"]) == ["CLIP-only", "Combined"]
@@ -225,7 +225,7 @@ def test_figure4_frame(written):
     grid = load_manifest(root / "grid.json")
     f = figure4_frame(grid, root, "correct")
     runs = f[f["kind"] == "run"]
-    # Table 2's methods (the paper's Figure 4 compares them), each under the samplers it was evaluated with
+    # Table 2's methods (the paper's Figure 4 compares them), each under its declared sampler
     assert list(runs["series"].unique()) == ["Flow-GRPO (ode)", "TAFS-GRPO (annealed)"]
     assert list(runs["nfe"].unique()) == [4, 6, 8]
     assert runs.set_index(["series", "nfe"]).loc[("TAFS-GRPO (annealed)", 8), "mean"] == pytest.approx(0.4)
@@ -292,38 +292,67 @@ def test_a_task_without_categories_or_prefix(tmp_path):
     assert md.startswith("**Table 3.** Table 3 (component ablation") and "Dense (%)" not in md and "Dense" in md
 
 
-def test_every_sampler_and_the_better_one_shown(tmp_path):
-    """A run evaluated with both samplers: the CSV keeps both rows, md/tex show the one with the higher headline
-    metric, and the Sampler column names it; Table 1 reads its own task's in/out-of-domain labels."""
-    root = make_tree(tmp_path)
+def _with_ode_evals_of_tafs(root: Path, bonus: float) -> Manifest:
+    """tafs_grpo also evaluated with the ODE (not its declared sampler) and the base with the annealed chain (not
+    its), each ``bonus`` better than the declared one on every metric."""
     layout = Layout(root)
     for seed in SEEDS:
-        for nfe in (4, 6, 8):  # tafs_grpo under the ODE: 0.05 better than its annealed chain at 8 NFE only
-            bonus = 0.05 if nfe == 8 else -0.05
+        for nfe in (4, 6, 8):
             write(layout.eval_metrics(ModelRef.run("tafs_grpo", seed), "ode", nfe),
                   eval_json("tafs_grpo", "ode", nfe, correct_value(bonus, seed, nfe)))
+    for nfe in (6, 8):  # the base's annealed chain, not its declared sampler, ``bonus`` better than its ODE
+        write(layout.eval_metrics(ModelRef.base(), "annealed", nfe),
+              eval_json("base", "annealed", nfe, correct_value(-0.18 + bonus, 0, nfe)))
     grid = json.loads((root / "grid.json").read_text())
     grid["models"] = [{"kind": "base", "name": "base", "samplers": ["ode", "annealed"]},
                       {"kind": "run", "name": "tafs_grpo", "samplers": ["annealed", "ode"]}]
-    grid["headline"] = {"main": "correct", "table1": "correct"}
     grid["table1_metrics"] = {"task": "toy_composition", "in_domain": ["correct", "dense"], "out_of_domain": ["clip"]}
-    grid["base"]["evals"] = [["best", 4], ["ode", 28]]
     write(root / "grid.json", grid)
-    m = load_manifest(root / "grid.json")
+    return load_manifest(root / "grid.json")
+
+
+@pytest.mark.parametrize("bonus", [-0.05, 0.3])
+def test_the_declared_sampler_is_shown_whatever_the_other_scores(tmp_path, bonus):
+    """Done-when: making the other sampler's metrics much better (or worse) does not change which row md/tex show
+    nor its numbers; the CSV keeps both rows and marks the declared one. Table 1 reads its own task's labels."""
+    root = make_tree(tmp_path)
+    pt.write_table(pt.table3(load_manifest(root / "grid.json"), root), root / "before")
+    m = _with_ode_evals_of_tafs(root, bonus)
     t3 = pt.table3(m, root)
     rows = t3.data[t3.data["run"] == "tafs_grpo"].set_index("sampler")
-    assert rows.loc["ode", "correct"] == pytest.approx(0.45) and rows.loc["annealed", "correct"] == pytest.approx(0.4)
-    assert bool(rows.loc["ode", "best"]) and not bool(rows.loc["annealed", "best"])
+    assert rows.loc["ode", "correct"] == pytest.approx(0.4 + bonus)
+    assert rows.loc["annealed", "correct"] == pytest.approx(0.4)
+    assert bool(rows.loc["annealed", "declared"]) and not bool(rows.loc["ode", "declared"])
     pt.write_table(t3, root / "t")
     md = (root / "t" / "table3.md").read_text()
-    assert "| TAFS-GRPO" in md and md.count("| TAFS-GRPO") == 1 and "| ode" in md and "45.0 ± " in md
-    assert "better sampler" in t3.caption
+    tafs_lines = [x for x in md.splitlines() if x.startswith("| TAFS-GRPO")]
+    assert len(tafs_lines) == 1 and tafs_lines[0].split("|")[2].strip() == "annealed"
+    assert f"{40.0:.1f} ± " in tafs_lines[0] and f"{100 * (0.4 + bonus):.1f} ± " not in tafs_lines[0]
+    before = (root / "before" / "table3.md").read_text().split("\n\n", 1)[1]  # the body, after the caption
+    assert md.split("\n\n", 1)[1] == before  # the same rows and numbers as without the other sampler
+    assert "declares" in t3.caption and "better" not in t3.caption and "declared = false" in t3.caption
+    t2 = pt.table2(m, root).data
+    base = t2[t2["run"] == "base"].set_index("sampler")
+    assert list(base.index) == ["ode", "annealed"] and bool(base.loc["ode", "declared"])  # the base declares the ODE
+    assert not bool(base.loc["annealed", "declared"])
+    assert base.loc["annealed", "correct"] == pytest.approx(base.loc["ode", "correct"] + bonus)
     t1 = pt.table1(m, root).data
-    base4 = t1[(t1["run"] == "base") & (t1["nfe"] == 4)].set_index("sampler")
-    # base at 4 NFE: both samplers evaluated with the same numbers here, so the first listed (ode) is shown
-    assert list(base4.index) == ["ode", "annealed"] and bool(base4.loc["ode", "best"])
     tafs4 = t1[(t1["run"] == "tafs_grpo") & (t1["nfe"] == 4)].set_index("sampler")
-    assert bool(tafs4.loc["annealed", "best"]) and not bool(tafs4.loc["ode", "best"])  # annealed better at 4
+    assert bool(tafs4.loc["annealed", "declared"]) and not bool(tafs4.loc["ode", "declared"])
+    assert t1[t1["run"] == "base"]["declared"].all()  # the base rows name their sampler (tables.base_rows)
     cols = {c.key: c.group for c in pt.table1(m, root).columns}
     assert cols["correct"] == "in-domain" and cols["clip"] == "out-of-domain"  # Table 1's own task view
     assert {c.key: c.group for c in t3.columns}["correct"] == "out-of-domain"
+    f = figure4_frame(m, root, "correct")
+    assert set(zip(f["method"], f["sampler"])) >= {("TAFS-GRPO", "annealed"), ("Base", "ode")}
+    assert ("TAFS-GRPO", "ode") not in set(zip(f["method"], f["sampler"])) and ("Base", "annealed") not in set(
+        zip(f["method"], f["sampler"]))
+
+
+def test_a_missing_declared_evaluation_is_an_error(tmp_path):
+    root = make_tree(tmp_path, seeds=[0])
+    grid = json.loads((root / "grid.json").read_text())
+    grid["models"] = [{"kind": "run", "name": "tafs_grpo", "samplers": ["ode"]}]
+    write(root / "grid.json", grid)
+    with pytest.raises(ValueError, match="declared sampler 'annealed'"):
+        pt.table3(load_manifest(root / "grid.json"), root)

@@ -1,4 +1,5 @@
-"""Figure 4: a metric vs NFE per compared model and sampler (mean over seeds with 95 % CI bands), from the grid manifest."""
+"""Figure 4: a metric vs NFE per compared model under its declared sampler (mean over seeds with 95 % CI bands), from
+the grid manifest. No line is chosen by a test metric: each model is drawn with the sampler its method declares."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from tafs.grid import BEST
 from tafs.io import atomic_path
 from tafs.report.manifest import Manifest
 from tafs.report.results import base_eval_path, base_eval_stats, baseline_eval_stats, run_eval_stats
@@ -23,9 +23,9 @@ def figure_rows(m: Manifest) -> list[tuple[str, str]]:
 def figure4_frame(m: Manifest, results: Path, metric: str) -> pd.DataFrame:
     """Long frame (series, method, kind, sampler, nfe, mean, ci95) of ``metric`` vs NFE.
 
-    kind is "run" (each compared run over ``run_nfe`` under every sampler it was evaluated with; every file
-    required), "base" (the base model under each sampler at the same NFEs, where evaluated), "base_ref" (the
-    base at the largest evaluated ODE NFE beyond ``run_nfe``, e.g. 28: a reference line) or "baseline" (an
+    kind is "run" (each compared run over ``run_nfe`` under its declared sampler; every file required), "base"
+    (the base model under its declared sampler, the ODE, at the same NFEs, where evaluated), "base_ref" (the base
+    at its largest Table-1 NFE beyond ``run_nfe`` with that sampler, e.g. 28: a reference line) or "baseline" (an
     evaluation-only model at its NFEs inside the ``run_nfe`` range, through its own pipeline).
     """
     rows = []
@@ -36,21 +36,22 @@ def figure4_frame(m: Manifest, results: Path, metric: str) -> pd.DataFrame:
                      "mean": st.mean, "ci95": st.ci95})
 
     for label, run in figure_rows(m):
-        for sampler in m.samplers_of(run):
-            for nfe in m.run_nfe:
-                add(label, "run", sampler, nfe, run_eval_stats(results, m, run, nfe, "figure4", sampler=sampler)[metric])
+        sampler = m.declared_sampler(run)
+        for nfe in m.run_nfe:
+            add(label, "run", sampler, nfe, run_eval_stats(results, m, run, nfe, "figure4", sampler=sampler)[metric])
     lo, hi = min(m.run_nfe, default=0), max(m.run_nfe, default=0)
     for name, (label, nfes, _) in m.baselines.items():
         for nfe in (n for n in nfes if lo <= n <= hi):
             add(label, "baseline", "pipeline", nfe, baseline_eval_stats(results, m, name, nfe, "figure4")[metric])
-    for sampler in m.samplers_of("base"):
-        for nfe in (n for n in m.run_nfe if base_eval_path(results, sampler, n).is_file()):
-            add(m.base_label, "base", sampler, nfe, base_eval_stats(results, m, sampler, nfe, "figure4")[metric])
-    ref = [n for s, n in m.base_evals if s in ("ode", BEST) and n > hi and base_eval_path(results, "ode", n).is_file()]
+    base = m.base_sampler
+    for nfe in (n for n in m.run_nfe if base_eval_path(results, base, n).is_file()):
+        add(m.base_label, "base", base, nfe, base_eval_stats(results, m, base, nfe, "figure4")[metric])
+    ref = [n for s, n in m.base_evals if s == base and n > hi and base_eval_path(results, base, n).is_file()]
     for nfe in sorted(ref)[-1:]:
-        st = base_eval_stats(results, m, "ode", nfe, "figure4")[metric]
-        rows.append({"series": f"{m.base_label} (ODE, {nfe} NFE)", "method": m.base_label, "kind": "base_ref",
-                     "sampler": "ode", "nfe": nfe, "mean": st.mean, "ci95": st.ci95})
+        st = base_eval_stats(results, m, base, nfe, "figure4")[metric]
+        rows.append({"series": f"{m.base_label} ({base.upper() if base == 'ode' else base}, {nfe} NFE)",
+                     "method": m.base_label, "kind": "base_ref", "sampler": base, "nfe": nfe, "mean": st.mean,
+                     "ci95": st.ci95})
     return pd.DataFrame(rows, columns=["series", "method", "kind", "sampler", "nfe", "mean", "ci95"])
 
 
@@ -58,8 +59,9 @@ _LINESTYLES = {"annealed": "-", "ode": "--", "pipeline": "-."}
 
 
 def _plot_panel(ax, frame: pd.DataFrame, scale: float, ylabel: str, colors: dict[str, str]) -> None:
-    """One panel: a line with a CI band per series, one colour per method and one line style per sampler
-    (annealed solid, ODE dashed); the base reference as a black dashed horizontal line."""
+    """One panel: a line with a CI band per series (a model under its declared sampler), one colour per method
+    and one line style per sampler (annealed solid, ODE dashed); the base reference as a black dashed horizontal
+    line."""
     for i, (label, pts) in enumerate(frame[frame["kind"] != "base_ref"].groupby("series", sort=False)):
         pts = pts.sort_values("nfe")
         mean, ci = pts["mean"] * scale, pts["ci95"].fillna(0.0) * scale
@@ -109,8 +111,10 @@ def figure4(m: Manifest, results: Path, out_png: Path, metric: str, second: str 
             fig.savefig(tmp, format=fmt, dpi=150)
     plt.close(fig)
     ref = frames[metric].loc[frames[metric]["kind"] == "base_ref", "nfe"]
-    ref_note = f"; the dashed line is the base model with the ODE sampler at {int(ref.iloc[0])} NFE" if len(ref) else ""
+    ref_note = (f"; the black dashed line is the base model with its {m.base_sampler} sampler at {int(ref.iloc[0])} NFE"
+                if len(ref) else "")
     lead = f"{m.caption_prefix} Figure 4" if m.caption_prefix else "Figure 4"
     return (f"{lead} (quality across inference steps): {', '.join(m.label(k) for k in frames)} "
-            f"vs NFE for each compared method and the base model under every sampler they were evaluated with "
-            f"(one colour per model; annealed chain solid, ODE dashed); bands are {band}{ref_note}.")
+            f"vs NFE for each compared method and the base model, each under the sampler its method declares (the "
+            f"annealed chain for annealed-chain methods, the Euler ODE for SDE-trained ones and the base; never chosen "
+            f"by a test metric; one colour per model, annealed chain solid, ODE dashed); bands are {band}{ref_note}.")

@@ -34,8 +34,8 @@ class Manifest:
     # name -> (label, NFEs evaluated (Figure 4), NFEs shown in Table 1)
     baselines: dict[str, tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
     samplers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # "base" / run -> samplers evaluated
-    headline: str = ""  # the metric that picks a model's better sampler in the tables
-    table1: "Manifest | None" = None  # Table 1's view when it has a task of its own (its domains, its headline)
+    base_sampler: str = "ode"  # the base model's declared sampler (Table 2's base row, Figure 4's base line)
+    table1: "Manifest | None" = None  # Table 1's view when it has a task of its own (its domains)
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -55,6 +55,11 @@ class Manifest:
         if model in self.samplers:
             return self.samplers[model]
         return (self.runs[model].eval_sampler,) if model in self.runs else ("ode",)
+
+    def declared_sampler(self, model: str) -> str:
+        """The sampler a model ("base" or a run) is reported with: its method's declared eval sampler (the base's:
+        ``base_sampler``), never one chosen by a test metric."""
+        return self.base_sampler if model == "base" else self.run(model, "its declared sampler").eval_sampler
 
     def for_table(self, table: str) -> "Manifest":
         """The manifest as ``table`` reads it: Table 1's own task view where there is one."""
@@ -86,7 +91,6 @@ def load_manifest(path: str | Path) -> Manifest:
     cat_label = task.get("category_label") or (f"{labels.get(cat_metric, cat_metric)} by category" if cat_metric
                                                else "")
     fig = g.get("figure4", {})
-    headline = g.get("headline", {})
     m = Manifest(
         seeds=tuple(int(s) for s in g["seeds"]),
         run_nfe=tuple(int(n) for n in g["run_nfe"]),
@@ -109,10 +113,9 @@ def load_manifest(path: str | Path) -> Manifest:
                           tuple(int(n) for n in b.get("table_nfe") or b["nfe"]))
                    for name, b in (g.get("baselines") or {}).items()},
         samplers={m["name"]: tuple(m["samplers"]) for m in g.get("models", []) if m["kind"] in ("base", "run")},
-        headline=headline.get("main") or fig.get("metric", "correct"),
+        base_sampler=str(g["base"].get("sampler", "ode")),
     )
     t1 = g.get("table1_metrics")
     if t1 and (tuple(t1["in_domain"]), tuple(t1["out_of_domain"])) != (m.metrics_in, m.metrics_out):
-        return replace(m, table1=replace(m, metrics_in=tuple(t1["in_domain"]), metrics_out=tuple(t1["out_of_domain"]),
-                                         headline=headline.get("table1") or m.headline))
+        return replace(m, table1=replace(m, metrics_in=tuple(t1["in_domain"]), metrics_out=tuple(t1["out_of_domain"])))
     return m

@@ -14,8 +14,7 @@ from typing import Any
 
 from tafs.io import write_json
 from tafs.report.manifest import Manifest, load_manifest
-from tafs.grid import BEST
-from tafs.report.results import (baseline_eval_stats, best_sampler, eval_keys, model_eval_options, pearson_by_step,
+from tafs.report.results import (baseline_eval_stats, eval_keys, model_eval_options, pearson_by_step,
                                  read_train_curves, run_train_stats, unscored)
 from tafs.report.table_model import (BASE_NOTE, Column, Table, is_missing, make_table, method_columns,
                                      metric_columns, sampler_columns, seed_note, stat_cells, write_table)
@@ -31,20 +30,28 @@ def _heading(m: Manifest, table: str) -> str:
 
 
 def sampler_rows(m: Manifest, results: Path, model: str, nfe: int, need: str, row: dict[str, Any],
-                 keys: list[str], categories: bool = False, samplers: tuple[str, ...] | None = None) -> list[dict]:
-    """One row per sampler the model was evaluated with at ``nfe``; ``best`` marks the one with the higher
-    headline metric (the row Markdown and LaTeX show)."""
+                 keys: list[str], categories: bool = False, samplers: tuple[str, ...] | None = None,
+                 declared: str | None = None) -> list[dict]:
+    """One row per sampler the model was evaluated with at ``nfe`` (or ``samplers``); ``declared`` marks the
+    sampler its method declares (default ``m.declared_sampler(model)``): the one row Markdown and LaTeX show.
+    No metric takes part in the choice: the test set never picks the sampler."""
+    declared = declared or m.declared_sampler(model)
+    samplers = samplers or m.samplers_of(model)
+    if declared not in samplers:
+        raise ValueError(f"{need}: {model!r} is not evaluated with its declared sampler {declared!r} (evaluated: "
+                         f"{list(samplers)}); the grid evaluates it (tafs.grid.run_samplers): rebuild grid.json")
     options = model_eval_options(results, m, model, nfe, need, categories, samplers)
-    best = best_sampler(options, m.headline)
-    return [{**row, "sampler": s, "best": s == best, **stat_cells(st, keys)} for s, st in options]
+    return [{**row, "sampler": s, "declared": s == declared, **stat_cells(st, keys)} for s, st in options]
 
 
 def sampler_note(m: Manifest, models: list[str]) -> str:
-    """How the Sampler column was chosen, when some model was evaluated with more than one sampler."""
-    if not any(len(m.samplers_of(x)) > 1 for x in models):
-        return ""
-    return (f"; each model is shown with its better sampler at that NFE (higher {m.label(m.headline)}, chosen on "
-            "the same test images), named in the Sampler column; the CSV has every sampler (column best)")
+    """How the Sampler column was chosen: by each method's declaration, never by a test metric."""
+    note = ("; each model is shown with the sampler its method declares (the annealed chain for annealed-chain "
+            "methods, the Euler ODE for SDE-trained ones and the base), named in the Sampler column and never "
+            "chosen by a test metric")
+    if any(len(m.samplers_of(x)) > 1 for x in models):
+        note += "; the CSV also has the other sampler's rows (column declared = false)"
+    return note
 
 
 def table1(m: Manifest, results: Path) -> Table:
@@ -53,15 +60,14 @@ def table1(m: Manifest, results: Path) -> Table:
     m = m.for_table("table1")
     keys = [k.column for k in eval_keys(m, categories=True)]
     rows = []
-    for sampler, nfe in m.base_evals:
-        samplers = m.samplers_of("base") if sampler == BEST else (sampler,)
+    for sampler, nfe in m.base_evals:  # each (sampler, NFE) named by the config (tables.base_rows)
         rows += sampler_rows(m, results, "base", nfe, "table1", {"method": m.base_label, "run": "base",
-                             "n_seeds": None, "nfe": nfe}, keys, True, samplers)
+                             "n_seeds": None, "nfe": nfe}, keys, True, (sampler,), sampler)
     for name, (label, _, nfes) in m.baselines.items():
         for nfe in nfes:
             st = baseline_eval_stats(results, m, name, nfe, "table1", categories=True)
             rows.append({"method": label, "run": f"baselines/{name}", "n_seeds": None, "sampler": "pipeline",
-                         "best": True, "nfe": nfe, **stat_cells(st, keys)})
+                         "declared": True, "nfe": nfe, **stat_cells(st, keys)})
     runs = m.rows("table1")
     for label, run in runs:
         for nfe in m.table1_nfe:
@@ -74,7 +80,7 @@ def table1(m: Manifest, results: Path) -> Table:
                "sampler/NFE, each evaluation-only baseline through its own pipeline, and each trained method at each "
                f"NFE{_category_note(m)}{on}{sampler_note(m, ['base'] + [r for _, r in runs])}; {seed_note(m)}; "
                f"{BASE_NOTE}.")
-    return make_table("table1", rows, columns, caption, _heading(m, "table1"), shown="best")
+    return make_table("table1", rows, columns, caption, _heading(m, "table1"), shown="declared")
 
 
 def table2(m: Manifest, results: Path, reference: str = "tafs_grpo") -> Table:
@@ -110,7 +116,7 @@ def table2(m: Manifest, results: Path, reference: str = "tafs_grpo") -> Table:
                "NFE_old / NFE_θ are the forward passes of the old and current policy per policy ratio, time is "
                f"seconds per training iteration and 'Time vs {ref_label}' its ratio to that row"
                f"{sampler_note(m, ['base'] + [r for _, r in m.rows('table2')])}; {seed_note(m)}; {BASE_NOTE}.")
-    return make_table("table2", rows, columns, caption, _heading(m, "table2"), shown="best")
+    return make_table("table2", rows, columns, caption, _heading(m, "table2"), shown="declared")
 
 
 def ablation_table(m: Manifest, results: Path, name: str, first_header: str, with_time: bool,
@@ -128,7 +134,7 @@ def ablation_table(m: Manifest, results: Path, name: str, first_header: str, wit
     time_cols = [Column("sec_per_iter", "Time / iter (s)", digits=2, ci=True)] if with_time else []
     columns = method_columns(first_header) + sampler_columns() + time_cols + metric_columns(m)
     caption = f"{caption}{sampler_note(m, [r for _, r in m.rows(name)])}; {seed_note(m)}."
-    return make_table(name, rows, columns, caption, _heading(m, name), shown="best")
+    return make_table(name, rows, columns, caption, _heading(m, name), shown="declared")
 
 
 def table3(m: Manifest, results: Path) -> Table:

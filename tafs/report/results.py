@@ -104,14 +104,6 @@ def model_eval_options(results: Path, m: Manifest, model: str, nfe: int, need: s
     return out
 
 
-def best_sampler(options: list[tuple[str, dict[str, Stat]]], metric: str) -> str:
-    """The sampler with the higher mean ``metric`` (the first listed on a tie or when the metric is missing)."""
-    def score(item: tuple[str, dict[str, Stat]]) -> float:
-        value = item[1][metric].mean if metric in item[1] else NAN
-        return -math.inf if math.isnan(value) else value
-    return max(options, key=score)[0] if options else ""
-
-
 @dataclass(frozen=True)
 class TrainStats:
     sec_per_iter: Stat

@@ -167,8 +167,9 @@ def method_columns(header: str = "Method") -> list[Column]:
 
 
 def sampler_columns() -> list[Column]:
-    """The sampler of a row and whether it is the model's better one at that NFE (the row md/tex show)."""
-    return [Column("sampler", "Sampler"), Column("best", "Best sampler", show=False)]
+    """The sampler of a row and whether it is the one the model's method declares (the row md/tex show; the CSV
+    also keeps the other samplers' rows, declared false)."""
+    return [Column("sampler", "Sampler"), Column("declared", "Declared sampler", show=False)]
 
 
 def seed_note(m: Manifest) -> str:
