@@ -273,6 +273,13 @@ OPTIONS = {
                                "last_step_noise": True, "window_wrap": False},
     "annealed_same_noise": {"sampler": "annealed", "n_annealed": 2, "same_init_noise": True},
     "dance_same_noise": {"sampler": "dance_sde", "n_steps": 4, "eta": 0.3, "same_init_noise": True},
+    # tafs/train/reference.py: the options of tests/test_reference_fidelity.py through one real iteration
+    "flow_fraction_kl": {"sampler": "flow_sde", "n_steps": 5, "timestep_fraction": 0.6, "kl": "flow_grpo",
+                         "last_step_noise": True},
+    "dance_per_sample_quant": {"sampler": "dance_sde", "n_steps": 5, "eta": 0.3, "timestep_fraction": 0.6,
+                               "timestep_quant": 1000},
+    "mix_reference_window": {"sampler": "mix_sde", "n_steps": 5, "window": 2, "window_every": 1,
+                             "window_rule": "mixgrpo", "timestep_quant": 1000},
 }
 
 
@@ -298,3 +305,7 @@ def test_one_trainer_iteration_per_option(tiny_model_dir, tmp_path, monkeypatch,
         torch.testing.assert_close(traj.final, seen["est"])
     if method["sampler"] == "mix_sde":
         assert traj.trained.tolist() == [True, True, False, False]  # iteration 0: the window's first position
+    if name == "flow_fraction_kl":
+        assert traj.trained.tolist() == [True, True, True, False]  # int(5 x 0.6) = 3 first steps
+    if name == "dance_per_sample_quant":  # int(4 x 0.6) = 2 per sample
+        assert traj.trained.shape == (6, 4) and traj.trained.sum(1).tolist() == [2] * 6

@@ -66,7 +66,7 @@ def test_config_validation_names_the_field(kw, needle):
 def test_config_defaults_and_valid_edges():
     c = MethodConfig()
     assert (c.sampler, c.n_annealed, c.n_steps, c.eta, c.train_fraction, c.window, c.window_every) == \
-        ("annealed", 3, 10, 0.7, 0.6, 4, 25)
+        ("annealed", 3, 10, 0.7, None, 4, 25)  # train_fraction None: 0.6 (dance_sde)
     MethodConfig(sampler="mix_sde", n_steps=5, window=4)  # window = n_steps - 1 fits
     MethodConfig(sampler="cps", eta=1.0)
     MethodConfig(sampler="dance_sde", train_fraction=1.0)
@@ -111,7 +111,7 @@ def test_nfe_accounting(kw, expected):
 
 
 def test_sde_methods_use_the_ode_schedule_with_shift():
-    traj, _ = _sample(MethodConfig(sampler="flow_sde", n_steps=4, shift=3.0))
+    traj, _ = _sample(MethodConfig(sampler="flow_sde", n_steps=4, shift=3.0, sigma_grid="linspace"))
     sig = flow.ode_sigmas(4, 3.0)
     torch.testing.assert_close(traj.sigmas.double(), sig[:3].float().double())
     torch.testing.assert_close(traj.sigmas_next.double(), sig[1:4].float().double())

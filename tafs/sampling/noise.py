@@ -42,6 +42,19 @@ def batch_randn(shape: torch.Size | tuple[int, ...], generator: torch.Generator 
     return torch.randn((total, *shape[1:]), generator=generator, device=device, dtype=dtype)[start:stop]
 
 
+def batch_rand(shape: torch.Size | tuple[int, ...], generator: torch.Generator | None,
+               device: torch.device | str | None = None) -> torch.Tensor:
+    """Uniform [0, 1) float32 values of ``shape`` (rows = samples), drawn for the global batch inside
+    :func:`sharded` like :func:`batch_randn` (DanceGRPO's per-sample step subsets, tafs.train.methods)."""
+    shard = _SHARD.get()
+    if shard is None:
+        return torch.rand(shape, generator=generator, device=device)
+    start, stop, total = shard
+    if shape[0] != stop - start:
+        raise ValueError(f"batch draw of {shape[0]} rows inside a shard of {stop - start} rows")
+    return torch.rand((total, *shape[1:]), generator=generator, device=device)[start:stop]
+
+
 def initial_noise(n_prompts: int, group_size: int, shape: tuple[int, ...], generator: torch.Generator | None,
                   same_in_group: bool = False) -> torch.Tensor:
     """The starting noise of all ``n_prompts`` x ``group_size`` samples of an iteration (rows group-major), drawn

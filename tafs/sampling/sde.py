@@ -39,25 +39,46 @@ from tafs.models.backbone import Backbone, Cond
 from tafs.sampling.noise import batch_randn
 from tafs.sampling.policy import gaussian_kl_same_std, gaussian_log_prob, squared_error_kl, squared_error_log_prob
 from tafs.sampling.trajectory import Trajectory, Transition
+from tafs.train.reference import model_sigma
 
 
 def _sigma_batch(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return torch.full((x.shape[0],), sigma, device=x.device, dtype=x.dtype)
 
 
-def velocity_and_x0(backbone: Backbone, x: torch.Tensor, sigma: float, cond: Cond) -> tuple[torch.Tensor, torch.Tensor]:
+def velocity_and_x0(backbone: Backbone, x: torch.Tensor, sigma: float, cond: Cond,
+                    timestep_quant: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(v_hat, x0_hat) at (x, sigma) with ONE model call.
 
     A backbone that keeps the default ``predict_x0`` (x - s v) is asked for its velocity and x0_hat is
     computed exactly as ``predict_x0`` would; one that overrides ``predict_x0`` (x0-predicting models) is
     asked for x0_hat and v = (x - x0_hat) / s, which is what its ``velocity`` returns. Needs sigma > 0.
+    With ``timestep_quant`` (``method.timestep_quant``) the model is fed the quantised level
+    (:func:`tafs.train.reference.model_sigma`, DanceGRPO / MixGRPO) and x0_hat = x - sigma v uses the exact
+    sigma, as their ``flux_step`` does.
     """
+    if timestep_quant:
+        return _quantised_velocity_and_x0(backbone, x, sigma, cond, timestep_quant)
     sig = _sigma_batch(x, sigma)
     if type(backbone).predict_x0 is Backbone.predict_x0:
         v = backbone.velocity(x, sig, cond)
         return v, flow.x0_from_velocity(x, v, sig)
     x0_hat = backbone.predict_x0(x, sig, cond)
     return (x - x0_hat) / sigma, x0_hat
+
+
+def _quantised_velocity_and_x0(backbone: Backbone, x: torch.Tensor, sigma: float, cond: Cond,
+                               quant: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """v from one call at the quantised level q, x0_hat = x - sigma v at the exact one."""
+    q = model_sigma(sigma, quant)
+    sig_q = _sigma_batch(x, q)
+    if type(backbone).predict_x0 is Backbone.predict_x0:
+        v = backbone.velocity(x, sig_q, cond)
+    elif q > 0:
+        v = (x - backbone.predict_x0(x, sig_q, cond)) / q
+    else:
+        raise ValueError(f"sigma {sigma} quantises to 0: an x0-predicting model gives no velocity there")
+    return v, flow.x0_from_velocity(x, v, _sigma_batch(x, sigma))
 
 
 # -- the drift family of Flow-GRPO and DanceGRPO ----------------------------------------------------
@@ -69,11 +90,12 @@ def flow_grpo_g(eta: float, sigma: float, sigma_next: float) -> float:
 
 
 def _sde_gaussian(backbone: Backbone, x: torch.Tensor, sigma: float, sigma_next: float, cond: Cond,
-                  g: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """mean = x + v dt + g^2 / (2 s) (x + (1 - s) v) dt, std = g sqrt(-dt); mean in fp32 (bf16 overflows)."""
+                  g: float, timestep_quant: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """mean = x + v dt + g^2 / (2 s) (x + (1 - s) v) dt, std = g sqrt(-dt); mean in fp32 (bf16 overflows).
+    The model may see a quantised sigma (``timestep_quant``); the formulas use the exact one."""
     if not sigma_next < sigma:
         raise ValueError(f"an SDE step needs sigma_next < sigma, got {sigma} -> {sigma_next}")
-    v, x0_hat = velocity_and_x0(backbone, x, sigma, cond)
+    v, x0_hat = velocity_and_x0(backbone, x, sigma, cond, timestep_quant)
     xf, vf = x.float(), v.float()
     dt = sigma_next - sigma
     mean = xf + vf * dt + (g * g / (2 * sigma)) * (xf + (1 - sigma) * vf) * dt
@@ -83,24 +105,29 @@ def _sde_gaussian(backbone: Backbone, x: torch.Tensor, sigma: float, sigma_next:
 
 @dataclass(frozen=True)
 class FlowSDETransition:
-    """The Flow-GRPO SDE step with noise level ``eta``."""
+    """The Flow-GRPO SDE step with noise level ``eta`` (the model fed sigma quantised by ``timestep_quant``,
+    0: exact; MixGRPO's code feeds int(1000 sigma) / 1000)."""
 
     eta: float
+    timestep_quant: int = 0
 
     def __call__(self, backbone: Backbone, x: torch.Tensor, sigma: float, sigma_next: float,
                  cond: Cond) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return _sde_gaussian(backbone, x, sigma, sigma_next, cond, flow_grpo_g(self.eta, sigma, sigma_next))
+        return _sde_gaussian(backbone, x, sigma, sigma_next, cond, flow_grpo_g(self.eta, sigma, sigma_next),
+                             self.timestep_quant)
 
 
 @dataclass(frozen=True)
 class DanceSDETransition:
-    """The DanceGRPO SDE step: the Flow-GRPO drift family with a constant g = ``eta``."""
+    """The DanceGRPO SDE step: the Flow-GRPO drift family with a constant g = ``eta`` (``timestep_quant``: as
+    :class:`FlowSDETransition`; DanceGRPO's code feeds int(1000 sigma) / 1000)."""
 
     eta: float
+    timestep_quant: int = 0
 
     def __call__(self, backbone: Backbone, x: torch.Tensor, sigma: float, sigma_next: float,
                  cond: Cond) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return _sde_gaussian(backbone, x, sigma, sigma_next, cond, self.eta)
+        return _sde_gaussian(backbone, x, sigma, sigma_next, cond, self.eta, self.timestep_quant)
 
 
 # -- Coefficients-Preserving Sampling (and the TAFS re-noise step, its eta = 1 case) ------------------
@@ -164,12 +191,12 @@ class CPSTransition:
         return gaussian_kl_same_std(mean, mean_ref, std)
 
 
-def flow_sde_transition(eta: float) -> Transition:
-    return FlowSDETransition(float(eta))
+def flow_sde_transition(eta: float, timestep_quant: int = 0) -> Transition:
+    return FlowSDETransition(float(eta), int(timestep_quant))
 
 
-def dance_sde_transition(eta: float) -> Transition:
-    return DanceSDETransition(float(eta))
+def dance_sde_transition(eta: float, timestep_quant: int = 0) -> Transition:
+    return DanceSDETransition(float(eta), int(timestep_quant))
 
 
 def cps_transition(eta: float, logprob: str = "gaussian") -> Transition:
@@ -233,7 +260,7 @@ def _gaussian_step(backbone: Backbone, x: torch.Tensor, s: float, s_next: float,
 @torch.no_grad()
 def sample_sde(backbone: Backbone, cond: Cond, noise: torch.Tensor, sigmas: Sequence[float] | torch.Tensor,
                transition: Transition, stochastic: Sequence[bool], generator: torch.Generator | None = None,
-               last_noise: bool = False) -> Trajectory:
+               last_noise: bool = False, timestep_quant: int = 0) -> Trajectory:
     """A chain over ``sigmas`` (decreasing, ending at 0) with N = len(sigmas) - 1 model calls.
 
     Step j (sigmas[j] -> sigmas[j+1]) samples from ``transition`` when ``stochastic[j]``, else it is the
@@ -245,6 +272,8 @@ def sample_sde(backbone: Backbone, cond: Cond, noise: torch.Tensor, sigmas: Sequ
     (``final == x0_hats[:, -1]`` holds in both modes; the last call's clean estimate is not kept).
     ``stochastic`` has N - 1 entries (or N with a False last entry). The trajectory's actions are the
     N - 1 non-final steps, ``trained`` = the stochastic mask, ``action_step[j] = j + 1``, ``nfe = N``.
+    ``timestep_quant``: the model is fed quantised sigmas on the ODE steps and the last step too (the
+    stochastic ones quantise through their transition, built with the same value).
     """
     sig = [float(s) for s in (sigmas.tolist() if isinstance(sigmas, torch.Tensor) else sigmas)]
     mask, n = _check_chain(sig, stochastic), len(sig) - 1
@@ -255,13 +284,15 @@ def sample_sde(backbone: Backbone, cond: Cond, noise: torch.Tensor, sigmas: Sequ
         if mask[j]:
             a, logp, x0_hat = _gaussian_step(backbone, x, s, s_next, cond, transition, generator)
         else:
-            v, x0_hat = velocity_and_x0(backbone, x, s, cond)
+            v, x0_hat = velocity_and_x0(backbone, x, s, cond, timestep_quant)
             a = flow.euler_step(x, v, s, s_next)
             logp = torch.zeros(x.shape[0], device=x.device, dtype=torch.float32)
         states.append(x), actions.append(a), logps.append(logp), x0s.append(x0_hat)
         x = a
     if last_noise:  # the output image is the SDE sample at sigma 0
         x0s.append(_gaussian_step(backbone, x, sig[n - 1], 0.0, cond, transition, generator)[0])
+    elif timestep_quant:  # Euler to 0 with the model at the quantised sigma
+        x0s.append(velocity_and_x0(backbone, x, sig[n - 1], cond, timestep_quant)[1])
     else:  # Euler to 0: x - s v = x0_hat
         x0s.append(backbone.predict_x0(x, _sigma_batch(x, sig[n - 1]), cond))
 

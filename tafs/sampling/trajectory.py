@@ -28,7 +28,8 @@ class Trajectory:
     clean estimate of every model call (n = 0..nfe-1), except that the last entry is always the output
     image, ``x0_hats[:, -1] == final`` (the last call's clean estimate, or, with the SDE samplers'
     ``method.last_step_noise``, the noisy sample of the last SDE step); trained[j] says whether action j
-    enters the loss; nfe counts the sampler's model calls per sample.
+    enters the loss, or trained[b, j] whether it does for sample b (DanceGRPO's per-sample subsets, every
+    sample with the same count); nfe counts the sampler's model calls per sample.
     """
 
     states: torch.Tensor  # (B, T, C, H, W)
@@ -38,7 +39,7 @@ class Trajectory:
     sigmas_next: torch.Tensor  # (T,)
     x0_hats: torch.Tensor  # (B, nfe, C, H, W)
     final: torch.Tensor  # (B, C, H, W): the sample
-    trained: torch.Tensor  # (T,) bool
+    trained: torch.Tensor  # (T,) or (B, T) bool
     nfe: int
     action_step: torch.Tensor  # (T,) index into x0_hats of the estimate that action j produces
 
@@ -54,5 +55,6 @@ def concat(parts: list[Trajectory]) -> Trajectory:
     first = parts[0]
     cat = {k: torch.cat([getattr(p, k) for p in parts]) for k in ("states", "actions", "log_probs", "x0_hats",
                                                                      "final")}
-    return Trajectory(**cat, sigmas=first.sigmas, sigmas_next=first.sigmas_next, trained=first.trained,
+    trained = torch.cat([p.trained for p in parts]) if first.trained.ndim == 2 else first.trained
+    return Trajectory(**cat, sigmas=first.sigmas, sigmas_next=first.sigmas_next, trained=trained,
                       nfe=first.nfe, action_step=first.action_step)

@@ -271,28 +271,42 @@ class Trainer:
     def optimise(self, traj, cond: Cond, weights: torch.Tensor, gen: torch.Generator,
                  rows: tuple[int, int, int]) -> dict:
         """Minibatches are chunks of one permutation of the global batch (``rows`` = this process's
-        [start, stop) of ``total``); each process backpropagates its samples' share of the minibatch mean."""
+        [start, stop) of ``total``); each process backpropagates its samples' share of the minibatch mean.
+
+        The loss is, per sample, the mean over its trained actions, then the mean over the minibatch. With
+        per-sample subsets (``traj.trained`` (B, T), DanceGRPO) each sample's untrained steps contribute
+        nothing: a step's loss covers the samples that train it, weighted by their count / (|minibatch| k),
+        k the actions each sample trains, as DanceGRPO's loss / (accumulation x k) per sample and step
+        (train_grpo_flux.py:603); the logged stats are then one mean over the minibatch's trained entries."""
         cfg, (start, stop, total), multi = self.cfg, rows, self.shard.world > 1
         self.backbone.denoiser().train()
-        trained = torch.nonzero(traj.trained).flatten().tolist()
+        per_sample = traj.trained.ndim == 2
+        trained = torch.nonzero(traj.trained.any(0) if per_sample else traj.trained).flatten().tolist()
+        n_trained = self._trained_per_sample(traj) if per_sample else len(trained)
+        slots = ["all"] if per_sample else trained
         agg: dict[str, list[float]] = {k: [] for k in LOSS_STATS}
         norms = []
         for _ in range(cfg.inner_epochs):
             perm = torch.randperm(total, generator=gen)
             for mb in perm.chunk(cfg.minibatches):
                 local = local_rows(mb, start, stop).to(self.accel.device)
-                sums = {(k, j): 0.0 for k in agg for j in trained}  # none of the minibatch here: zeros
+                sums = {(k, j): 0.0 for k in agg for j in slots}  # none of the minibatch here: zeros
                 for chunk in local.split(cfg.micro_batch or max(1, len(local))) if len(local) else ():
                     share = len(chunk) / len(mb)  # 1.0 for one process without micro-batches: exact
                     c = cond.index(chunk)
                     for j in trained:
-                        parts = self._action_loss(traj, c, chunk, j, weights)
-                        self.accel.backward(parts.loss / len(trained) * share)
+                        sub = chunk[traj.trained[chunk.cpu(), j].to(chunk.device)] if per_sample else chunk
+                        if not len(sub):
+                            continue
+                        w = len(sub) / len(mb)  # = share for a (T,) mask
+                        parts = self._action_loss(traj, cond.index(sub) if per_sample else c, sub, j, weights)
+                        self.accel.backward(parts.loss / n_trained * w)
+                        slot, stat_w = ("all", w / n_trained) if per_sample else (j, share)
                         for k, v in zip(agg, (parts.loss, parts.policy, parts.kl, parts.clip_frac, parts.approx_kl,
                                               parts.ratio_mean)):
-                            sums[(k, j)] += float(v.detach()) * share
+                            sums[(k, slot)] += float(v.detach()) * stat_w
                 for k in agg:
-                    agg[k] += [sums[(k, j)] for j in trained]
+                    agg[k] += [sums[(k, j)] for j in slots]
                 self.shard.sum_grads(self.params)
                 norms.append(float(self.accel.clip_grad_norm_(self.params, cfg.grad_clip)))
                 self.opt.step()
@@ -301,9 +315,18 @@ class Trainer:
             flat = self.shard.sum_scalars([v for k in agg for v in agg[k]], self.accel.device)
             per = len(flat) // len(agg)
             agg = {k: flat[i * per:(i + 1) * per] for i, k in enumerate(agg)}
-        out = {k: float(np.mean(v)) for k, v in agg.items()}
+        out = {k: float(np.mean(v)) if v else float("nan") for k, v in agg.items()}  # nan: no trained action
         out["grad_norm"] = float(np.mean(norms))
         return out
+
+    @staticmethod
+    def _trained_per_sample(traj) -> int:
+        """The number k of actions every sample trains under a (B, T) mask (the loss weights assume one k)."""
+        counts = traj.trained.sum(1).unique()
+        if len(counts) > 1:
+            raise ValueError(f"per-sample trained masks must train the same number of actions per sample, got "
+                             f"{counts.tolist()}")
+        return max(1, int(counts[0])) if len(counts) else 1
 
     def _action_loss(self, traj, cond: Cond, mb: torch.Tensor, j: int, weights: torch.Tensor):
         x, a = traj.states[mb, j], traj.actions[mb, j]
@@ -315,7 +338,7 @@ class Trainer:
         if self.cfg.beta > 0:
             with torch.no_grad(), self.backbone.adapter_disabled(), self.accel.autocast():
                 mean_ref, _, _ = self.method.transition(self.backbone, x, s, s_next, cond)
-            kl = self.method.kl(mean, mean_ref, std)
+            kl = self.method.kl(mean, mean_ref, std, s, s_next)
         return ppo_clip_loss(logp, traj.log_probs[mb, j], weights[mb, j], self.cfg.clip_eps, kl, self.cfg.beta)
 
     # -- the run -----------------------------------------------------------------------------------
