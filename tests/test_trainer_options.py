@@ -286,7 +286,7 @@ def test_ratio_at_iteration_zero_under_bf16_autocast(tiny_dirs, tmp_path):
     root = tiny_dirs["sd3"].parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), "tests"]), "TQDM_DISABLE": "1",
            "OMP_NUM_THREADS": "1"}
-    res = subprocess.run([sys.executable, "-c", MIXED, str(root)], env=env, capture_output=True, text=True,
+    res = subprocess.run([sys.executable, "-c", MIXED, str(root)], check=False, env=env, capture_output=True, text=True,
                          timeout=300, cwd=os.getcwd())
     assert res.returncode == 0, res.stderr[-3000:]
     got = json.loads(res.stdout.strip().splitlines()[-1])

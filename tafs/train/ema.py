@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -83,7 +83,7 @@ class LoraEma:
                     p.copy_(v)
 
     @staticmethod
-    def weights_of(ema: "LoraEma | None") -> contextlib.AbstractContextManager:
+    def weights_of(ema: LoraEma | None) -> contextlib.AbstractContextManager:
         """``ema.applied()``, or nothing to do without an EMA."""
         return ema.applied() if ema is not None else contextlib.nullcontext()
 
