@@ -21,6 +21,7 @@ from tafs.sampling.sde import DanceSDETransition, FlowSDETransition, flow_grpo_g
 from tafs.train.loss import LossParts
 from tafs.train.methods import Method, MethodConfig
 from tafs.train.reference import model_sigma
+from tafs.train.ratio import RatioProbe
 from tafs.train.trainer import Trainer, TrainConfig
 
 torch.set_num_threads(1)
@@ -177,7 +178,7 @@ def _optimise_stub(minibatches: int = 1):
                               clip_grad_norm_=lambda params, clip: 0.0),
         shard=SimpleNamespace(world=1, sum_grads=lambda params: None),
         opt=SimpleNamespace(step=lambda: None, zero_grad=lambda set_to_none: None), params=[],
-        _action_loss=action_loss, _trained_per_sample=Trainer._trained_per_sample)
+        _action_loss=action_loss, probe=RatioProbe(), _after_step=lambda: None)
     return stub, grads, calls, c
 
 

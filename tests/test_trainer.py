@@ -390,7 +390,7 @@ def test_cli_train_bad_key(tiny_model_dir, tmp_path, prompt_file, cfg, needle):
 
 def test_a_training_reward_that_cannot_score_stops_training():
     """NaN scores (an unparsable judge answer) would poison a group's advantages: the trainer refuses them."""
-    from tafs.train.trainer import finite
+    from tafs.train.scoring import finite
 
     ok = torch.tensor([0.5, 1.0])
     assert finite("r", ok) is ok

@@ -53,6 +53,7 @@ class Backbone(ABC):
     device: torch.device
     lora_targets: tuple[str, ...] = ATTENTION_TARGETS  # the family's LoRA target modules (REAL-MODELS.md §1)
     default_shift: float = 1.0  # the family's own time shift; a sampler's `shift: null` uses it
+    detach_uncond: bool = False  # CFG inside `velocity`: the unconditional half carries no gradient (see below)
 
     # -- what a model family implements ------------------------------------------------------------
     @property
@@ -146,6 +147,18 @@ class Backbone(ABC):
         finally:
             for p, flag in flags:
                 p.requires_grad_(flag)
+
+    @contextlib.contextmanager
+    def uncond_detached(self, on: bool = True) -> Iterator[None]:
+        """Inside the block, a backbone that runs classifier-free guidance in ``velocity`` (SD3) detaches the
+        unconditional prediction: the same values, gradient s * dv_c only. Flow-GRPO's training pass does so
+        (scripts/train_sd3.py:189-190, ``noise_pred_uncond.detach()``). Backbones without a negative pass
+        (Flux's embedded guidance, the toy model) are unaffected."""
+        before, self.detach_uncond = self.detach_uncond, on
+        try:
+            yield
+        finally:
+            self.detach_uncond = before
 
     def velocity_cfg(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond, null: Cond | None,
                      scale: float) -> torch.Tensor:

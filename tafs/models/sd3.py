@@ -90,4 +90,6 @@ class SD3Backbone(PipelineBackbone):
         both = Cond.cat([cond, self.negative().repeat_interleave(b)])
         v = self._forward(torch.cat([x, x]), torch.cat([sigma.expand(b), sigma.expand(b)]), both)
         v_c, v_u = v[:b], v[b:]
+        if self.detach_uncond:  # the training pass as Flow-GRPO's (Backbone.uncond_detached)
+            v_u = v_u.detach()
         return v_u + self.guidance * (v_c - v_u)

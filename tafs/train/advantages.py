@@ -15,6 +15,7 @@ import torch
 MODES = ("integrated", "per_step", "to_go")
 AGGREGATIONS = ("reward_aggr", "advantage_aggr")
 STD_SCOPES = ("group", "global")
+GROUP_BY = ("draw", "prompt")
 
 
 @dataclass(frozen=True)
@@ -26,12 +27,20 @@ class AdvantageConfig:
     eps: float = 1e-4
     shuffle_control: bool = False  # permute advantages within each group: the no-signal control
     std: str = "group"  # divide by the std of the prompt group, or of the whole batch ("global", Flow-GRPO's global_std)
+    # "draw": the G samples of one prompt draw form a group; "prompt": all samples of the iteration with the same
+    # prompt text do (Flow-GRPO's PerPromptStatTracker, keyed by the text: a prompt drawn twice is one group)
+    group_by: str = "draw"
+    clip: float | None = None  # clamp every action's advantage weight to [-clip, clip] (Flow-GRPO: adv_clip_max 5)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"advantage.mode must be one of {MODES}, got {self.mode!r}")
         if self.std not in STD_SCOPES:
             raise ValueError(f"advantage.std must be one of {STD_SCOPES}, got {self.std!r}")
+        if self.group_by not in GROUP_BY:
+            raise ValueError(f"advantage.group_by must be one of {GROUP_BY}, got {self.group_by!r}")
+        if self.clip is not None and (isinstance(self.clip, bool) or not self.clip > 0):
+            raise ValueError(f"advantage.clip must be > 0 or null (no clamp), got {self.clip!r}")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"advantage.aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
         if self.n_adv < 1:
@@ -41,12 +50,27 @@ class AdvantageConfig:
             raise ValueError(f"advantage.rewards: weights must be >= 0 and not all zero, got {dict(self.rewards)}")
 
 
+def prompt_groups(texts: list[str]) -> torch.Tensor:
+    """Group ids (N,) by prompt text, numbered in order of first appearance: what Flow-GRPO's
+    ``PerPromptStatTracker.update`` groups by (flow_grpo/stat_tracking.py:14-24, ``rewards[prompts == prompt]``)."""
+    ids: dict[str, int] = {}
+    return torch.tensor([ids.setdefault(t, len(ids)) for t in texts], dtype=torch.long)
+
+
+def clip_weights(weights: torch.Tensor, clip: float | None) -> torch.Tensor:
+    """Clamp advantage weights to [-clip, clip] (None: unchanged). Flow-GRPO clamps the advantage that multiplies
+    the ratio in the loss, ``torch.clamp(sample["advantages"][:, j], -adv_clip_max, adv_clip_max)``
+    (scripts/train_sd3.py:881-885, ``train.adv_clip_max = 5`` in config/base.py:84)."""
+    return weights if clip is None else weights.clamp(-clip, clip)
+
+
 def group_normalize(rewards: torch.Tensor, groups: torch.Tensor, eps: float = 1e-4, std: str = "group") -> torch.Tensor:
     """(R - mean_g R) / (std R + eps) per group and per column; rewards (N, S), groups (N,) ids.
 
     ``std="group"``: the std of the prompt group (GRPO); ``"global"``: the std of the column over the whole batch
     (every group), as Flow-GRPO's ``global_std`` option, so groups whose samples barely differ keep small
-    advantages instead of being blown up to unit scale.
+    advantages instead of being blown up to unit scale. Both are population stds (ddof 0) with ``eps`` added to
+    the std, as flow_grpo/stat_tracking.py:25-29 (``np.std(rewards, axis=0) + 1e-4`` over the gathered batch).
     """
     out = torch.empty_like(rewards, dtype=torch.float32)
     r = rewards.float()

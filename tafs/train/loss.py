@@ -15,6 +15,7 @@ class LossParts:
     clip_frac: torch.Tensor
     approx_kl: torch.Tensor
     ratio_mean: torch.Tensor
+    max_abs_log_ratio: torch.Tensor  # max |logp - logp_old|: 0 before the first update if logp_old is exact
 
 
 def ppo_clip_loss(logp: torch.Tensor, logp_old: torch.Tensor, adv: torch.Tensor, clip_eps: float,
@@ -28,5 +29,6 @@ def ppo_clip_loss(logp: torch.Tensor, logp_old: torch.Tensor, adv: torch.Tensor,
     with torch.no_grad():
         clip_frac = ((ratio - 1).abs() > clip_eps).float().mean()
         approx_kl = 0.5 * ((logp - logp_old) ** 2).mean()
+        max_abs = (logp - logp_old).abs().max() if logp.numel() else torch.zeros((), device=logp.device)
     return LossParts(policy + beta * kl_term, policy.detach(), kl_term.detach(), clip_frac, approx_kl,
-                     ratio.detach().mean())
+                     ratio.detach().mean(), max_abs)

@@ -32,26 +32,20 @@ from tafs.rewards import registry
 from tafs.sampling.noise import initial_noise, sharded
 from tafs.sampling.trajectory import Trajectory, concat
 from tafs.seeding import seed_everything, step_generators
-from tafs.stats import pearson
-from tafs.train.advantages import AdvantageConfig, action_weights, mix_advantages, shuffle_within_groups
+from tafs.train.advantages import (AdvantageConfig, action_weights, clip_weights, mix_advantages, prompt_groups,
+                                   shuffle_within_groups)
+from tafs.train.ema import EmaConfig, LoraEma
 from tafs.train.loss import ppo_clip_loss
 from tafs.train.methods import Method, MethodConfig
+from tafs.train.scoring import finite, reward_rows
+from tafs.train.passes import action_rows, actions_per_sample, micro_chunks, policy_step, trained_actions
+from tafs.train.ratio import OLD_LOGPROB, RatioProbe, training_pass, wants_recompute
 from tafs.train.shard import Shard, local_rows
 
 log = logging.getLogger(__name__)
 
 PROMPT_SAMPLING = ("balanced", "uniform")
 LOSS_STATS = ("loss", "policy", "kl", "clip_frac", "approx_kl", "ratio")
-
-
-def finite(name: str, scores: torch.Tensor) -> torch.Tensor:
-    """A training reward must score every image: a NaN (a judge's unparsable answer) would poison the group's
-    advantages, so it stops training with the count instead of being replaced by a made-up value."""
-    bad = int(torch.isnan(scores).sum())
-    if bad:
-        raise RuntimeError(f"reward {name!r} could not score {bad} of {len(scores)} images (NaN); it cannot be a "
-                           "training reward as configured (see its log lines for the raw answers)")
-    return scores
 
 
 @dataclass(frozen=True)
@@ -87,6 +81,11 @@ class TrainConfig:
     micro_batch: int = 0  # samples per forward/backward pass of a process (0: its whole share of a minibatch)
     sample_chunk: int = 0  # samples a process draws per sampler call (0: all at once)
     text_cache: int | None = None  # prompts whose text embeddings stay cached on the CPU (None: all; 0: none)
+    # the old log-probs of the ratio: the sampler's ("sampling"), or re-evaluated in the training pass's layout
+    # before the first update ("recompute"); "auto": recompute below fp32 (tafs/train/ratio.py)
+    old_logprob: str = "auto"
+    cfg_detach_uncond: bool = False  # training pass: no gradient through the CFG negative branch (Flow-GRPO, SD3)
+    ema: EmaConfig = field(default_factory=EmaConfig)  # an EMA of the LoRA weights, exported (tafs/train/ema.py)
     lora: LoraConfig = field(default_factory=LoraConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
@@ -96,20 +95,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.prompt_sampling not in PROMPT_SAMPLING:
             raise ValueError(f"train.prompt_sampling must be one of {PROMPT_SAMPLING}, got {self.prompt_sampling!r}")
-
-
-def reward_rows(rewards: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Per reward and scored step (k = 2 .. K+1): mean, std, and Pearson r with the final step (Table 7)."""
-    row: dict[str, float] = {}
-    for name, r in rewards.items():
-        last = r.shape[1] - 1
-        for s in range(r.shape[1]):
-            row[f"reward/{name}/step{s + 2}_mean"] = float(r[:, s].mean())
-            row[f"reward/{name}/step{s + 2}_std"] = float(r[:, s].std())
-            if s < last:
-                row[f"reward/{name}/step{s + 2}_pearson_final"] = pearson(r[:, s], r[:, last])
-        row[f"reward/{name}/final_mean"] = float(r[:, last].mean())
-    return row
+        if self.old_logprob not in OLD_LOGPROB:
+            raise ValueError(f"train.old_logprob must be one of {OLD_LOGPROB}, got {self.old_logprob!r}")
+        if not isinstance(self.cfg_detach_uncond, bool):
+            raise ValueError(f"train.cfg_detach_uncond must be true or false, got {self.cfg_detach_uncond!r}")
 
 
 def draw_prompts(prompts: Sequence[Prompt], n: int, rng: np.random.Generator, mode: str = "balanced") -> list[Prompt]:
@@ -175,6 +164,9 @@ class Trainer:
         # The text encoders are frozen: each prompt is encoded once and kept off the accelerator (or, with
         # text_cache set, only the most recent ones; 0 = encode every batch).
         self.encode = TextEmbeddingCache(backbone, max_prompts=cfg.text_cache)
+        self.ema = LoraEma(cfg.ema, self.params) if cfg.ema.enabled else None
+        self.recompute_old = wants_recompute(cfg.old_logprob, cfg.mixed_precision, backbone)
+        self.probe = RatioProbe()
 
     # -- helpers -----------------------------------------------------------------------------------
     def score_steps(self, prompts: list[Prompt], x0_hats: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -198,6 +190,8 @@ class Trainer:
             return
         state = {"iteration": self.iteration, "opt": self.opt.state_dict(),
                  "lora": get_peft_model_state_dict(self.accel.unwrap_model(self.backbone.denoiser()))}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
         save_checkpoint(self.ckpt_dir, state, asdict(self.cfg))
 
     def try_resume(self) -> bool:
@@ -208,6 +202,8 @@ class Trainer:
             return False
         set_peft_model_state_dict(self.accel.unwrap_model(self.backbone.denoiser()), state["lora"])
         self.opt.load_state_dict(state["opt"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         self.iteration = state["iteration"]
         # Metrics of iterations after the checkpoint are recomputed: drop them.
         mpath = self.ckpt_dir / "metrics.jsonl"
@@ -226,7 +222,8 @@ class Trainer:
         everyone = [p for p in drawn for _ in range(cfg.group_size)]
         start, stop = self.shard.samples(len(drawn), cfg.group_size)
         group = everyone[start:stop]
-        groups = torch.arange(len(drawn)).repeat_interleave(cfg.group_size)
+        groups = torch.arange(len(drawn)).repeat_interleave(cfg.group_size) if cfg.advantage.group_by == "draw" \
+            else prompt_groups([p.text for p in everyone])
         cond = self.encode([p.text for p in group])
         dev = self.accel.device
 
@@ -242,8 +239,9 @@ class Trainer:
         weights = action_weights(adv, traj.action_step - 1, cfg.advantage.mode, cfg.advantage.n_adv)
         if cfg.advantage.shuffle_control:
             weights = shuffle_within_groups(weights, groups, gen)
+        weights = clip_weights(weights, cfg.advantage.clip)
         t2 = time.time()
-        stats = self.optimise(traj, cond, weights[start:stop].to(dev), gen, (start, stop, len(everyone)))
+        stats = training_pass(self, traj, cond, weights[start:stop].to(dev), gen, (start, stop, len(everyone)))
         t3 = time.time()
 
         row = {"iteration": it, **stats, "time_sample_s": t1 - t0, "time_reward_s": t2 - t1, "time_opt_s": t3 - t2,
@@ -281,8 +279,8 @@ class Trainer:
         cfg, (start, stop, total), multi = self.cfg, rows, self.shard.world > 1
         self.backbone.denoiser().train()
         per_sample = traj.trained.ndim == 2
-        trained = torch.nonzero(traj.trained.any(0) if per_sample else traj.trained).flatten().tolist()
-        n_trained = self._trained_per_sample(traj) if per_sample else len(trained)
+        trained = trained_actions(traj.trained)
+        n_trained = actions_per_sample(traj.trained)
         slots = ["all"] if per_sample else trained
         agg: dict[str, list[float]] = {k: [] for k in LOSS_STATS}
         norms = []
@@ -291,17 +289,13 @@ class Trainer:
             for mb in perm.chunk(cfg.minibatches):
                 local = local_rows(mb, start, stop).to(self.accel.device)
                 sums = {(k, j): 0.0 for k in agg for j in slots}  # none of the minibatch here: zeros
-                for chunk in local.split(cfg.micro_batch or max(1, len(local))) if len(local) else ():
-                    share = len(chunk) / len(mb)  # 1.0 for one process without micro-batches: exact
-                    c = cond.index(chunk)
-                    for j in trained:
-                        sub = chunk[traj.trained[chunk.cpu(), j].to(chunk.device)] if per_sample else chunk
-                        if not len(sub):
-                            continue
-                        w = len(sub) / len(mb)  # = share for a (T,) mask
-                        parts = self._action_loss(traj, cond.index(sub) if per_sample else c, sub, j, weights)
+                for chunk in micro_chunks(local, cfg.micro_batch):
+                    for j, sub in action_rows(traj.trained, chunk, trained):
+                        w = len(sub) / len(mb)  # this process's share of the minibatch mean (exact for one)
+                        parts = self._action_loss(traj, cond.index(sub), sub, j, weights)
+                        self.probe.see(parts.max_abs_log_ratio)
                         self.accel.backward(parts.loss / n_trained * w)
-                        slot, stat_w = ("all", w / n_trained) if per_sample else (j, share)
+                        slot, stat_w = ("all", w / n_trained) if per_sample else (j, w)
                         for k, v in zip(agg, (parts.loss, parts.policy, parts.kl, parts.clip_frac, parts.approx_kl,
                                               parts.ratio_mean)):
                             sums[(k, slot)] += float(v.detach()) * stat_w
@@ -311,6 +305,7 @@ class Trainer:
                 norms.append(float(self.accel.clip_grad_norm_(self.params, cfg.grad_clip)))
                 self.opt.step()
                 self.opt.zero_grad(set_to_none=True)
+                self._after_step()
         if multi:  # each entry: the global minibatch mean (shares sum to 1 over processes)
             flat = self.shard.sum_scalars([v for k in agg for v in agg[k]], self.accel.device)
             per = len(flat) // len(agg)
@@ -319,25 +314,19 @@ class Trainer:
         out["grad_norm"] = float(np.mean(norms))
         return out
 
-    @staticmethod
-    def _trained_per_sample(traj) -> int:
-        """The number k of actions every sample trains under a (B, T) mask (the loss weights assume one k)."""
-        counts = traj.trained.sum(1).unique()
-        if len(counts) > 1:
-            raise ValueError(f"per-sample trained masks must train the same number of actions per sample, got "
-                             f"{counts.tolist()}")
-        return max(1, int(counts[0])) if len(counts) else 1
+    def _after_step(self) -> None:
+        """After each optimiser step: the ratio probe has seen the first minibatch; the EMA counts the step."""
+        self.probe.close()
+        if self.ema is not None:
+            self.ema.step()
 
     def _action_loss(self, traj, cond: Cond, mb: torch.Tensor, j: int, weights: torch.Tensor):
-        x, a = traj.states[mb, j], traj.actions[mb, j]
-        s, s_next = float(traj.sigmas[j]), float(traj.sigmas_next[j])
-        with self.accel.autocast():
-            mean, std, _ = self.method.transition(self.backbone, x, s, s_next, cond)
-        logp = self.method.log_prob(a, mean, std)  # what the sampler recorded (method.cps_logprob)
+        logp, mean, std = policy_step(self, traj, mb, j, cond)
         kl = None
         if self.cfg.beta > 0:
+            s, s_next = float(traj.sigmas[j]), float(traj.sigmas_next[j])
             with torch.no_grad(), self.backbone.adapter_disabled(), self.accel.autocast():
-                mean_ref, _, _ = self.method.transition(self.backbone, x, s, s_next, cond)
+                mean_ref, _, _ = self.method.transition(self.backbone, traj.states[mb, j], s, s_next, cond)
             kl = self.method.kl(mean, mean_ref, std, s, s_next)
         return ppo_clip_loss(logp, traj.log_probs[mb, j], weights[mb, j], self.cfg.clip_eps, kl, self.cfg.beta)
 
@@ -376,15 +365,15 @@ class Trainer:
         if not self.accel.is_main_process:
             return
         out_dir = Path(out_dir)
-        with atomic_dir(out_dir / "adapter") as tmp:
-            self.backbone.save_adapter(tmp)
+        with atomic_dir(out_dir / "adapter") as tmp, LoraEma.weights_of(self.ema):
+            self.backbone.save_adapter(tmp)  # the EMA weights when kept: what Flow-GRPO saves and evaluates
         rows = read_jsonl(self.ckpt_dir / "metrics.jsonl")
         with atomic_path(out_dir / "metrics.jsonl") as tmp:
             tmp.write_text((self.ckpt_dir / "metrics.jsonl").read_text())
         sec = [r["time_iter_s"] for r in rows]
         write_json(out_dir / "train_summary.json", {
             **summary, "config": redact(asdict(self.cfg)), **self.method.nfe_accounting(), "shift": self.method.cfg.shift,
-            "processes": self.shard.world,
+            "processes": self.shard.world, "adapter_weights": "ema" if self.ema else "last",
             "sec_per_iter": float(np.median(sec)) if sec else None,
             "final_reward": {k: float(np.mean([r[f"reward/{k}/final_mean"] for r in rows[-10:]])) for k in self.rewards},
         })
