@@ -29,7 +29,12 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(hints[name], value, f"{where}.{name}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except ValueError as e:  # a dataclass's own check (__post_init__): bad input, reported as such
+        raise ConfigError(str(e)) from e
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:

@@ -367,7 +367,7 @@ def test_cli_train(tiny_model_dir, tmp_path, prompt_file):
     s = json.loads((out / "train_summary.json").read_text())
     assert s["nfe_old"] == 3 and s["nfe_theta"] == 2  # n_annealed = 2
     assert s["iterations"] == 2 and s["base_model"] == str(tiny_model_dir) and s["prompts"] == str(prompt_file)
-    assert s["config"]["group_size"] == 2 and s["config"]["lora"] == {"rank": 4, "alpha": 8, "targets": None}
+    assert s["config"]["group_size"] == 2 and s["config"]["lora"] == {"rank": 4, "alpha": 8, "targets": None, "init": "default"}
     assert len(list(ck.glob("checkpoint-*.pt"))) == 1
 
 

@@ -19,8 +19,8 @@ reproduces that (its 32-GPU configs: A = num_batches_per_epoch // 2 = 2, config/
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 

@@ -54,11 +54,27 @@ from tafs.models.backbone import Backbone, Cond
 from tafs.sampling.annealed import renoise_transition, sample_annealed
 from tafs.sampling.noise import batch_rand
 from tafs.sampling.policy import gaussian_kl_same_std
-from tafs.sampling.sde import (CPS_LOGPROBS, cps_transition, dance_sde_transition, flow_sde_transition, sample_sde,
-                               transition_kl, transition_log_prob)
+from tafs.sampling.sde import (
+    CPS_LOGPROBS,
+    cps_transition,
+    dance_sde_transition,
+    flow_sde_transition,
+    sample_sde,
+    transition_kl,
+    transition_log_prob,
+)
 from tafs.sampling.trajectory import Trajectory, Transition
-from tafs.train.reference import (KL_RULES, SIGMA_GRIDS, WINDOW_RULES, dance_num_trained, flow_grpo_kl_std,
-                                  flow_grpo_num_trained, full_window_start, mixgrpo_window, per_sample_subsets)
+from tafs.train.reference import (
+    KL_RULES,
+    SIGMA_GRIDS,
+    WINDOW_RULES,
+    dance_num_trained,
+    flow_grpo_kl_std,
+    flow_grpo_num_trained,
+    full_window_start,
+    mixgrpo_window,
+    per_sample_subsets,
+)
 
 SAMPLERS = ("annealed", "flow_sde", "dance_sde", "mix_sde", "cps")
 SDE_SAMPLERS = ("flow_sde", "dance_sde", "mix_sde", "cps")

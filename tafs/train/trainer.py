@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tafs.checkpoint import load_checkpoint, save_checkpoint
-from tafs.config import redact
+from tafs.config import ConfigError, redact
 from tafs.io import append_jsonl, atomic_path, read_jsonl
 from tafs.models.backbone import Backbone, Cond, LoraSpec
 from tafs.models.text_cache import TextEmbeddingCache
@@ -32,14 +32,20 @@ from tafs.rewards import registry
 from tafs.sampling.noise import initial_noise, sharded
 from tafs.sampling.trajectory import Trajectory, concat
 from tafs.seeding import seed_everything, step_generators
-from tafs.train.advantages import (AdvantageConfig, action_weights, clip_weights, mix_advantages, prompt_groups,
-                                   shuffle_within_groups)
+from tafs.train.advantages import (
+    AdvantageConfig,
+    action_weights,
+    clip_weights,
+    mix_advantages,
+    prompt_groups,
+    shuffle_within_groups,
+)
 from tafs.train.ema import EmaConfig, LoraEma
 from tafs.train.loss import ppo_clip_loss
 from tafs.train.methods import Method, MethodConfig
-from tafs.train.scoring import finite, reward_rows
 from tafs.train.passes import action_rows, actions_per_sample, micro_chunks, policy_step, trained_actions
 from tafs.train.ratio import OLD_LOGPROB, RatioProbe, training_pass, wants_recompute
+from tafs.train.scoring import finite, reward_rows
 from tafs.train.shard import Shard, local_rows
 
 log = logging.getLogger(__name__)
@@ -116,14 +122,14 @@ def check_config(cfg: TrainConfig) -> None:
     n_scored = Method(cfg.method).num_scored_steps
     if cfg.advantage.n_adv > n_scored:
         src = "method.n_annealed" if cfg.method.sampler == "annealed" else "method.n_steps - 1"
-        raise ValueError(f"advantage.n_adv = {cfg.advantage.n_adv} exceeds the {n_scored} scored steps "
+        raise ConfigError(f"advantage.n_adv = {cfg.advantage.n_adv} exceeds the {n_scored} scored steps "
                          f"({src}); use 1 <= n_adv <= {n_scored}")
     if not cfg.advantage.rewards:
-        raise ValueError("advantage.rewards must name at least one reward, e.g. {\"toy_dense\": 1.0} "
+        raise ConfigError("advantage.rewards must name at least one reward, e.g. {\"toy_dense\": 1.0} "
                          "(the DAG fills in the task's training rewards)")
     registry.check_names(cfg.advantage.rewards, "advantage.rewards")
     if cfg.prompts_per_iter * cfg.group_size < cfg.minibatches:
-        raise ValueError(f"minibatches = {cfg.minibatches} exceeds the {cfg.prompts_per_iter * cfg.group_size} "
+        raise ConfigError(f"minibatches = {cfg.minibatches} exceeds the {cfg.prompts_per_iter * cfg.group_size} "
                          "samples of an iteration (prompts_per_iter x group_size)")
 
 
