@@ -3,6 +3,7 @@ setting that changes the result does; the Slurm profile asks for the stop signal
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -12,17 +13,27 @@ from dag_utils import REPO, run_snakemake, scratch_workflow
 from tafs.paths import Layout
 
 RUN = "tafs_grpo"
-SMALL = {"seeds": [0], "train": {"iterations": 1, "prompts_per_iter": 2, "group_size": 2, "checkpoint_every": 1,
-                                 "lora": {"rank": 4, "alpha": 8}, "advantage": {"rewards": {"toy_dense": 1.0}}}}
+# max_runtime_min: a budget that ends every slice after one iteration (exit 75, tafs/train/preempt.py)
+SMALL = {"seeds": [0], "train": {"iterations": 2, "prompts_per_iter": 2, "group_size": 2, "checkpoint_every": 5,
+                                 "max_runtime_min": 1e-6, "lora": {"rank": 4, "alpha": 8},
+                                 "advantage": {"rewards": {"toy_dense": 1.0}}}}
 TARGET = str(Layout("results").train_summary(RUN, 0))
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One finished training job (and the prompts it needs) of the toy world, on the shipped toy base."""
+    """One finished training job (and the prompts it needs) of the toy world, on the shipped toy base, trained in
+    two slices: the first exits 75 with a checkpoint, Snakemake retries it (as the Slurm profile does), the second
+    resumes and finishes."""
     wf = scratch_workflow(tmp_path_factory.mktemp("resume_dag"))
-    res = run_snakemake(wf, "--cores", "1", TARGET, configs=[SMALL])
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    res = run_snakemake(wf, "--cores", "1", "--preemptible-rules", "train", "--preemptible-retries", "2", TARGET,
+                        configs=[SMALL])
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    assert re.search(r"Error in rule train:", out) and "exit status 75" in out, out[-3000:]  # the first slice
+    log = (wf / "results" / "logs" / "train" / f"{RUN}_seed0.log").read_text()  # the second slice's
+    assert "resuming from iteration 1" in log, log[-2000:]
+    assert json.loads((wf / TARGET).read_text())["iterations"] == 2
     return wf
 
 
