@@ -32,6 +32,16 @@ if not config.get("experiment"):
 # so `.venv/bin/snakemake` works without activating the venv (Slurm jobs inherit PATH: --export=ALL).
 os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 
+# On Slurm the training jobs get SIGUSR1 before their time limit (workflow/profiles/slurm: --signal=USR1@600), sent
+# to every process of the job step: the Snakemake that runs the job there must not die of it (its default action),
+# or the step would end and take the trainer, which checkpoints on it (tafs/train/preempt.py), along.
+import signal
+
+try:
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+except ValueError:  # not the main thread (Snakemake's API in a thread): no signals arrive there anyway
+    pass
+
 
 # Validated (and defaults filled in) before any job runs; errors name the offending key, one line each.
 from tafs.config import schema_errors

@@ -1,7 +1,8 @@
 """Resumable checkpoints, one per run folder, written atomically and keyed by the config they were made with.
 
-A re-run with the same config resumes; a re-run after the config changed (Snakemake re-runs a job
-whose params changed) starts afresh instead of resuming someone else's state. Checkpoints are read with
+The trainer keys them by its run's identity (tafs.train.identity: what changes the result, not memory or
+speed settings). A re-run with the same identity resumes; a re-run after it changed starts afresh instead
+of resuming someone else's state. Checkpoints are read with
 ``torch.load(weights_only=True)``: no code in a checkpoint file ever runs.
 """
 
@@ -31,17 +32,29 @@ def save_checkpoint(ckpt_dir: Path, state: dict[str, Any], config: dict[str, Any
             stale.unlink(missing_ok=True)
 
 
+def _read(path: Path, map_location: Any = None) -> dict[str, Any]:
+    try:  # tensors, numbers, strings and containers only: nothing in the file is executed
+        return torch.load(path, weights_only=True, map_location=map_location)
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file: say which and what to do
+        raise ValueError(f"{path}: cannot read this checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                         "delete it to start the run afresh") from e
+
+
+def other_checkpoints(ckpt_dir: Path, config: dict[str, Any], map_location: Any = None) -> list[dict[str, Any]]:
+    """The states of checkpoints in ``ckpt_dir`` saved under another config (newest first): what a changed
+    config would replace, or what an older tafs keyed by its whole config."""
+    mine = checkpoint_path(ckpt_dir, redact(config))
+    files = [p for p in Path(ckpt_dir).glob("checkpoint-*.pt") if p != mine]
+    return [_read(p, map_location) for p in sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+
 def load_checkpoint(ckpt_dir: Path, config: dict[str, Any], map_location: Any = None) -> dict[str, Any] | None:
     """The state saved under exactly this config, or None (nothing to resume)."""
     config = redact(config)
     path = checkpoint_path(ckpt_dir, config)
     if not path.exists():
         return None
-    try:  # tensors, numbers, strings and containers only: nothing in the file is executed
-        state = torch.load(path, weights_only=True, map_location=map_location)
-    except Exception as e:  # noqa: BLE001 - a truncated or foreign file: say which and what to do
-        raise ValueError(f"{path}: cannot read this checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                         "delete it to start the run afresh") from e
+    state = _read(path, map_location)
     if state["config"] != config:  # a hash collision: never resume foreign state
         return None
     return state

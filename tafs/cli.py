@@ -26,11 +26,11 @@ def _task(a: argparse.Namespace):
     return registry.get(a.task, {"tasks": parse_json_arg(a.tasks, "--tasks")})
 
 
-def _model_options(a: argparse.Namespace):
-    from tafs.config import from_dict, parse_json_arg
+def _model_options(a: argparse.Namespace, runtime: dict | None = None):
+    from tafs.config import deep_merge, from_dict, parse_json_arg
     from tafs.models.options import ModelOptions
 
-    return from_dict(ModelOptions, parse_json_arg(a.model_cfg, "model"), "model")
+    return from_dict(ModelOptions, deep_merge(parse_json_arg(a.model_cfg, "model"), runtime or {}), "model")
 
 
 def cmd_prompts(a: argparse.Namespace) -> None:
@@ -98,26 +98,34 @@ def _record_evals(a: argparse.Namespace) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
+    from dataclasses import asdict
+
     from tafs.config import from_dict, parse_json_arg
     from tafs.distributed import check_expected_gpus
     from tafs.models.loading import load_backbone
     from tafs.prompts import read_prompt_file
+    from tafs.train.identity import job_identity, merge_runtime
+    from tafs.train.preempt import PREEMPTED_EXIT, Preempted
     from tafs.train.trainer import Trainer, TrainConfig
 
     check_expected_gpus(a.expect_gpus)  # before any model is loaded: a wrong allocation fails at once
     _threads(a.threads)
-    cfg = from_dict(TrainConfig, parse_json_arg(a.cfg, "train"), "train")
-    prompts = read_prompt_file(a.prompts)
-    trainer = Trainer(load_backbone(a.model, options=_model_options(a)), cfg, Path(a.ckpt_dir), prompts)
+    given, runtime = parse_json_arg(a.cfg, "train"), parse_json_arg(a.runtime, "--runtime")
+    cfg = from_dict(TrainConfig, merge_runtime(given, runtime.get("train") or {}), "train")
+    prompts, options = read_prompt_file(a.prompts), _model_options(a, runtime.get("model"))
+    trainer = Trainer(load_backbone(a.model, options=options), cfg, Path(a.ckpt_dir), prompts)
+    trainer.identity = job_identity(given, asdict(options), a.model, a.prompts)
     live = None
     if trainer.accel.is_main_process:  # only the main process of a multi-GPU run talks to the server
-        from dataclasses import asdict
-
         from tafs.config import redact
         from tafs.tracking.live import Target, training_run
 
         live = training_run(Target.parse(a.tracking), a.out, redact(asdict(cfg)))
-    summary = trainer.run(resume=not a.no_resume, stop_after=a.stop_after, on_iteration=live.log if live else None)
+    try:
+        summary = trainer.run(resume=not a.no_resume, stop_after=a.stop_after, on_iteration=live.log if live else None)
+    except Preempted as e:  # the scheduler runs the job again (Snakemake retries): it resumes from the checkpoint
+        log.warning("%s; exit code %d", e, PREEMPTED_EXIT)
+        raise SystemExit(PREEMPTED_EXIT) from None
     trainer.export(Path(a.out), {**summary, "base_model": a.model, "prompts": a.prompts})
     if live is not None:
         live.close()
@@ -277,6 +285,8 @@ def build_parser(delegated: dict) -> argparse.ArgumentParser:
     s.add_argument("--prompts", required=True, help="training prompt file (JSONL or .txt)")
     s.add_argument("--cfg", default="{}", help="JSON of the training config (a `train` section merged with a method)")
     s.add_argument("--out", required=True, help="run folder: adapter/, metrics.jsonl, train_summary.json")
+    s.add_argument("--runtime", default="{}", help="JSON {train: {...}, model: {...}}: memory/speed settings and "
+                   "model folders merged over --cfg/--model-cfg, not in the checkpoint identity (tafs.train.identity)")
     s.add_argument("--ckpt-dir", required=True, help="resumable checkpoints (keep outside Snakemake outputs)")
     s.add_argument("--no-resume", action="store_true")
     s.add_argument("--stop-after", type=int, default=None, metavar="N",

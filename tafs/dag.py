@@ -112,6 +112,12 @@ class Plan:
             opts["resolution"] = self.config["eval"]["resolution"]
         return opts
 
+    def train_model_options(self) -> dict[str, Any]:
+        """The model options of a training job less those that only trade memory for compute (passed untracked)."""
+        from tafs.train.identity import MODEL_RUNTIME_KEYS, split_keys
+
+        return split_keys(self.model_options("train"), MODEL_RUNTIME_KEYS)[0]
+
     def prompt_sources(self, split: str) -> list[str]:
         """The prompt file of a split, if it has one (an input of the prompts rule, so edits re-run what
         follows): the user's file, or where the fetch_data rule puts a remote one."""
@@ -167,6 +173,21 @@ class Plan:
         kwargs = self.reward_kwargs()
         cfg["reward_kwargs"] = {n: kwargs[n] for n in cfg["advantage"]["rewards"] if n in kwargs}
         return cfg
+
+    def train_job(self, run: str, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(identity, runtime) of a training job (tafs.train.identity): the identity, a rule parameter, names the
+        models the DAG provides as the config does (not their folders under ``hub.cache``); the runtime part, an
+        untracked parameter, has the memory/speed settings and those folders."""
+        from tafs.train.identity import MODEL_RUNTIME_KEYS, split_keys, split_train
+
+        cfg = self.train_cfg(run, seed)
+        identity, runtime = split_train(cfg)
+        declared = self.config.get("reward_models") or {}
+        for (name, key) in self.sources.reward_models:
+            if name in identity.get("reward_kwargs", {}):
+                identity["reward_kwargs"][name][key] = declared[name][key]
+                runtime.setdefault("reward_kwargs", {}).setdefault(name, {})[key] = cfg["reward_kwargs"][name][key]
+        return identity, {"train": runtime, "model": split_keys(self.model_options("train"), MODEL_RUNTIME_KEYS)[1]}
 
     def train_rewards(self, run: str) -> list[str]:
         return list(self.grid.runs[run].train["advantage"]["rewards"])
@@ -290,6 +311,18 @@ def _threads_of_job(wildcards: Any, threads: int) -> int:
 def quoted(obj: Any) -> str:
     """One shell-quoted JSON argument (``--cfg``)."""
     return shlex.quote(json.dumps(obj, sort_keys=True))
+
+
+class Untracked:
+    """A rule parameter Snakemake does not track: its ``params`` rerun trigger compares only builtin values
+    (persistence ``_params`` drops the others), so a job is not re-run when this one changes. The shell command
+    gets ``str()``, e.g. a quoted JSON argument (``--runtime``: tafs.train.identity) or the launcher."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
 
 
 def job_gpus(resources: Any) -> int:

@@ -25,6 +25,9 @@ def test_profile_contents():
     prof = yaml.safe_load(PROFILE.read_text())
     assert prof["executor"] == "slurm"
     assert prof["jobs"] >= 1 and prof["retries"] == 1
+    # training runs in slices: re-submitted until done, with SIGUSR1 to every process before the time limit
+    assert prof["preemptible-rules"] == ["train"] and prof["preemptible-retries"] >= 10
+    assert re.fullmatch(r"'--signal=USR1@\d+'", prof["set-resources"]["train"]["slurm_extra"])
     assert prof["rerun-incomplete"] is True and prof["printshellcmds"] is True
     assert prof["latency-wait"] >= 5
     res = dict(r.split("=", 1) for r in prof["default-resources"])

@@ -24,6 +24,7 @@ from tafs.models.loading import load_backbone
 from tafs.rewards import registry
 from tafs.sampling.policy import gaussian_log_prob
 from tafs.train.advantages import group_normalize
+from tafs.train.resume import checkpoint_identity
 from tafs.train.trainer import Trainer, TrainConfig
 
 from conftest import TINY, brightness_reward, toy_prompts
@@ -237,9 +238,9 @@ def test_two_iterations_change_every_lora_tensor_and_no_base_tensor(trained):
 
 def test_run_writes_checkpoint_and_metrics(trained):
     trainer, _, _, _, ckpt, _ = trained
-    state = torch.load(checkpoint_path(ckpt, asdict(trainer.cfg)), weights_only=True)
+    state = torch.load(checkpoint_path(ckpt, checkpoint_identity(trainer)), weights_only=True)
     assert state["iteration"] == 2
-    assert state["config"] == asdict(trainer.cfg)
+    assert state["config"] == checkpoint_identity(trainer)
     rows = read_jsonl(ckpt / "metrics.jsonl")
     assert [r["iteration"] for r in rows] == [0, 1]
     for r in rows:
@@ -300,7 +301,8 @@ def test_changed_config_starts_afresh(tiny_model_dir, tmp_path):
     other = make_trainer(tiny_model_dir, ckpt, iterations=1, lr=5e-3)
     summary = other.run()
     assert summary["resumed"] is False and other.iteration == 1
-    assert [p.name for p in ckpt.glob("checkpoint-*.pt")] == [checkpoint_path(ckpt, asdict(other.cfg)).name]
+    kept = [p.name for p in ckpt.glob("checkpoint-*.pt")]
+    assert kept == [checkpoint_path(ckpt, checkpoint_identity(other)).name]
     assert len(read_jsonl(ckpt / "metrics.jsonl")) == 1
 
 

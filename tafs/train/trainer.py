@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tafs.checkpoint import load_checkpoint, save_checkpoint
+from tafs.checkpoint import save_checkpoint
 from tafs.config import ConfigError, redact
 from tafs.io import append_jsonl, atomic_path, read_jsonl
 from tafs.models.backbone import Backbone, Cond, LoraSpec
@@ -46,6 +46,8 @@ from tafs.train.methods import Method, MethodConfig
 from tafs.train.passes import action_rows, actions_per_sample, micro_chunks, policy_step, trained_actions
 from tafs.train.ratio import OLD_LOGPROB, RatioProbe, training_pass, wants_recompute
 from tafs.train.scoring import finite, reward_rows
+from tafs.train.preempt import Preempted, StopRequest, agreed
+from tafs.train.resume import checkpoint_identity, resume_state
 from tafs.train.shard import Shard, local_rows
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,7 @@ class TrainConfig:
     old_logprob: str = "auto"
     cfg_detach_uncond: bool = False  # training pass: no gradient through the CFG negative branch (Flow-GRPO, SD3)
     ema: EmaConfig = field(default_factory=EmaConfig)  # an EMA of the LoRA weights, exported (tafs/train/ema.py)
+    max_runtime_min: float | None = None  # checkpoint and stop (tafs.train.preempt) before this budget is passed
     lora: LoraConfig = field(default_factory=LoraConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
@@ -135,6 +138,8 @@ def check_config(cfg: TrainConfig) -> None:
 
 class Trainer:
     """GRPO on ``backbone`` with prompts drawn from ``prompts`` (a task's train prompt file)."""
+
+    identity: dict | None = None  # what checkpoints are keyed by (tafs.train.resume); the CLI sets the job's
 
     def __init__(self, backbone: Backbone, cfg: TrainConfig, ckpt_dir: Path, prompts: Sequence[Prompt]):
         from accelerate import Accelerator
@@ -198,12 +203,12 @@ class Trainer:
                  "lora": get_peft_model_state_dict(self.accel.unwrap_model(self.backbone.denoiser()))}
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
-        save_checkpoint(self.ckpt_dir, state, asdict(self.cfg))
+        save_checkpoint(self.ckpt_dir, state, checkpoint_identity(self))
 
     def try_resume(self) -> bool:
         from peft import set_peft_model_state_dict
 
-        state = load_checkpoint(self.ckpt_dir, asdict(self.cfg), map_location=self.accel.device)
+        state = resume_state(self.ckpt_dir, checkpoint_identity(self), asdict(self.cfg), self.accel.device)
         if state is None:
             return False
         set_peft_model_state_dict(self.accel.unwrap_model(self.backbone.denoiser()), state["lora"])
@@ -349,18 +354,24 @@ class Trainer:
         bar = tqdm(total=self.cfg.iterations, initial=self.iteration, desc="train", unit="it", mininterval=5,
                    disable=not self.accel.is_main_process)
         done = 0
-        while self.iteration < self.cfg.iterations and (stop_after is None or done < stop_after):
-            row = self.iterate()
-            self.iteration += 1
-            done += 1
-            if self.accel.is_main_process:
-                append_jsonl(mpath, row)
-                if on_iteration is not None:
-                    on_iteration(row)
-            bar.update(1)
-            bar.set_postfix(reward=f"{row[f'reward/{next(iter(self.rewards))}/final_mean']:.3f}")
-            if self.iteration % self.cfg.checkpoint_every == 0 or self.iteration == self.cfg.iterations:
-                self.save_checkpoint()
+        with StopRequest(self.cfg.max_runtime_min) as stop:  # SIGTERM / SIGUSR1: stop after an iteration
+            while self.iteration < self.cfg.iterations and (stop_after is None or done < stop_after):
+                row = self.iterate()
+                self.iteration += 1
+                done += 1
+                if self.accel.is_main_process:
+                    append_jsonl(mpath, row)
+                    if on_iteration is not None:
+                        on_iteration(row)
+                bar.update(1)
+                bar.set_postfix(reward=f"{row[f'reward/{next(iter(self.rewards))}/final_mean']:.3f}")
+                if self.iteration % self.cfg.checkpoint_every == 0 or self.iteration == self.cfg.iterations:
+                    self.save_checkpoint()
+                why = agreed(stop.reason(row["time_iter_s"]), lambda v: self.shard.sum_scalars(v, self.accel.device))
+                if why and self.iteration < self.cfg.iterations:
+                    self.save_checkpoint()
+                    bar.close()
+                    raise Preempted(self.iteration, why)
         bar.close()
         return {"iterations": self.iteration, "wall_s": time.time() - t0, "resumed": resumed}
 

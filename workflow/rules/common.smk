@@ -7,7 +7,7 @@ import shlex
 import sys
 
 from tafs.config import ConfigError, redact
-from tafs.dag import Plan, job_gpus, quoted, tafs_launcher
+from tafs.dag import Plan, Untracked, job_gpus, quoted, tafs_launcher
 from tafs.paths import ModelRef
 
 try:
