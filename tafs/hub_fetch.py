@@ -51,10 +51,14 @@ def fetch(repo: str, revision: str, dest: Path, allow: list[str] | None = None,
     files = listing(api, repo, commit, allow, ignore)
     part = staging(dest)
     part.parent.mkdir(parents=True, exist_ok=True)
-    with WeakFileLock(part.with_name(part.name + ".lock")):
+    with WeakFileLock(part.with_name(part.name + ".lock")):  # another process fetching it: wait, then reuse
+        done = recorded(dest)
+        if done and (done.get("repo"), done.get("commit"), done.get("files")) == (repo, commit, files):
+            return done
         start(part, repo, commit)
         for path, size in files.items():
             fetch_file(repo, commit, path, size, part)
+        prune(part, files)
         record = {"repo": repo, "revision": revision, "commit": commit, "files": files,
                   "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         shutil.rmtree(part / STATE, ignore_errors=True)
@@ -112,6 +116,18 @@ def fetch_file(repo: str, commit: str, path: str, size: int, part: Path) -> None
                  expected_size=size, displayed_filename=path)
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(incomplete, final)
+
+
+def prune(part: Path, files: dict[str, int]) -> None:
+    """Remove what an earlier attempt with other file patterns left that this download does not hold."""
+    for p in sorted(part.rglob("*"), reverse=True):
+        rel = p.relative_to(part)
+        if rel.parts[:2] == STATE.parts or rel.parts == (".cache",):
+            continue
+        if p.is_file() and rel.as_posix() not in files:
+            p.unlink()
+        elif p.is_dir() and not any(p.iterdir()):
+            p.rmdir()
 
 
 def publish(part: Path, dest: Path) -> None:

@@ -110,6 +110,7 @@ def test_an_interrupted_download_resumes_and_records_the_commit(tiny_sd3, tmp_pa
         assert "download of acme/tiny-sd3 (revision main) interrupted" in first.stderr, first.stderr
         assert "re-run to resume" in first.stderr and not out.exists()  # no half-made folder
         assert (tmp_path / "downloads" / ".acme--tiny-sd3@main.partial").is_dir()
+        (tmp_path / "downloads" / ".acme--tiny-sd3@main.partial" / "stray.bin").write_bytes(b"x")  # not in the repo
         seen = len(hub.ranges)
         hub.cuts.clear()
         second = _download(env, "--hub", "acme/tiny-sd3", "--out", str(out))
@@ -118,6 +119,10 @@ def test_an_interrupted_download_resumes_and_records_the_commit(tiny_sd3, tmp_pa
         assert resumed == [f"bytes={CHUNK}-"]  # the rest of the file, not all of it
         whole = [f for f, r in hub.ranges if r is None]  # every file asked for in full exactly once, over both
         assert sorted(whole) == sorted(f"acme/tiny-sd3/{f}" for f in sizes)
+        seen = len(hub.ranges)
+        assert _download(env, "--hub", "acme/tiny-sd3", "--out", str(out)).returncode == 0
+        assert len(hub.ranges) == seen  # the same commit already there: no file fetched again
+    assert not (out / "stray.bin").exists()
     assert all((out / f).read_bytes() == (repo / f).read_bytes() for f in sizes)
     record = json.loads((out / ".tafs-download.json").read_text())
     assert record["commit"] == hub.sha and model_commit(out) == hub.sha
@@ -157,4 +162,23 @@ def test_the_download_rule_resumes_after_a_failed_job(tiny_sd3, tmp_path, monkey
         weights = [r for f, r in hub.ranges[seen:] if f == "acme/tiny-sd3/transformer/weights.bin"]
         assert weights == [f"bytes={CHUNK}-"]
     assert model_commit(wf / target) == hub.sha
-    assert (wf / target / "transformer" / "weights.bin").read_bytes() == (repo / "transformer" / "weights.bin").read_bytes()
+    weights = "transformer/weights.bin"
+    assert (wf / target / weights).read_bytes() == (repo / weights).read_bytes()
+
+
+def test_the_commit_reaches_mlflow_params(tmp_path):
+    """Training and evaluation jobs record the base model's commit (``model_commit``); the MLflow stages log it."""
+    from tafs.cli import _model_info
+    from tafs.io import write_json
+    from tafs.tracking.stages import eval_stage, train_stage
+
+    sha = "feedc0de" * 5
+    model = tmp_path / "dl" / "acme--x@main"
+    write_json(model / ".tafs-download.json", {"repo": "acme/x", "revision": "main", "commit": sha, "files": {}})
+    assert _model_info(str(model)) == {"model_commit": sha} and _model_info(str(tmp_path)) == {}
+    write_json(tmp_path / "ev" / "metrics.json", {"model": "base", **_model_info(str(model)), "sampler": "ode",
+                                                  "nfe": 8, "n": 1, "metrics": {}, "wall_s": 1.0, "config": {}})
+    assert eval_stage("k", "eval_base", tmp_path / "ev", {}).build(tmp_path).params["model_commit"] == sha
+    write_json(tmp_path / "run" / "train_summary.json", {"base_model": str(model), **_model_info(str(model)),
+                                                         "iterations": 1, "wall_s": 1.0, "config": {}})
+    assert train_stage("r", 0, tmp_path / "run").build(tmp_path).params["model_commit"] == sha
