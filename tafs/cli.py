@@ -64,9 +64,10 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         raise SystemExit(f"--nfe must be >= 1, got {a.nfe}")
     prompts = read_prompt_file(a.prompts)
     backbone = load_backbone(a.model, adapter=a.adapter, options=_model_options(a))
+    info = _model_info(a.model)
     for cfg in cfgs:  # the model and the rewards load once for every sampler
         out = Path(a.out) / cfg.sampler
-        for m in sweep(backbone, prompts, cfg, a.nfe, a.name or Path(a.model).name, out):
+        for m in sweep(backbone, prompts, cfg, a.nfe, a.name or Path(a.model).name, out, info=info):
             log.info("%s %s@%d: %s", m["model"], m["sampler"], m["nfe"],
                      " ".join(f"{k} {v['mean']:.3f}" for k, v in m["metrics"].items()))
     _record_evals(a)
@@ -83,10 +84,18 @@ def cmd_evaluate_pipeline(a: argparse.Namespace) -> None:
     base = from_dict(BaselineConfig, parse_json_arg(a.baseline, f"baselines.{a.name}"), f"baselines.{a.name}")
     prompts = read_prompt_file(a.prompts)
     pipe = load_pipeline(a.model, base, a.lora)
-    for m in sweep_pipeline(pipe, prompts, cfg, base, a.nfe, a.name, Path(a.out)):
+    for m in sweep_pipeline(pipe, prompts, cfg, base, a.nfe, a.name, Path(a.out), info=_model_info(a.model)):
         log.info("%s pipeline@%d: %s", m["model"], m["nfe"],
                  " ".join(f"{k} {v['mean']:.3f}" for k, v in m["metrics"].items()))
     _record_evals(a)
+
+
+def _model_info(model: str) -> dict[str, str]:
+    """``model_commit``: the hub commit a downloaded model was fetched at (logged to MLflow as a param)."""
+    from tafs.hub_fetch import model_commit
+
+    commit = model_commit(model)
+    return {"model_commit": commit} if commit else {}
 
 
 def _record_evals(a: argparse.Namespace) -> None:
@@ -126,7 +135,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     except Preempted as e:  # the scheduler runs the job again (Snakemake retries): it resumes from the checkpoint
         log.warning("%s; exit code %d", e, PREEMPTED_EXIT)
         raise SystemExit(PREEMPTED_EXIT) from None
-    trainer.export(Path(a.out), {**summary, "base_model": a.model, "prompts": a.prompts})
+    trainer.export(Path(a.out), {**summary, "base_model": a.model, **_model_info(a.model), "prompts": a.prompts})
     if live is not None:
         live.close()
     log.info("trained %d iterations in %.0f s -> %s", summary["iterations"], summary["wall_s"], a.out)
@@ -151,6 +160,10 @@ def cmd_config_snapshot(a: argparse.Namespace) -> None:
     from tafs.io import write_json
 
     write_json(a.out, redact(json.loads(a.cfg)))
+    if a.owner_out:  # the folder now belongs to this config (tafs.owner)
+        from tafs import owner
+
+        owner.write(a.owner_out, json.loads(a.owner))
 
 
 def cmd_grid(a: argparse.Namespace) -> None:
@@ -308,6 +321,8 @@ def build_parser(delegated: dict) -> argparse.ArgumentParser:
     s = sub.add_parser("config-snapshot", help="write results/config.json: the effective config, secrets redacted")
     s.add_argument("--cfg", required=True, help="the effective config as JSON")
     s.add_argument("--out", required=True)
+    s.add_argument("--owner", default="{}", help="the results folder's owner record as JSON (tafs.owner.record)")
+    s.add_argument("--owner-out", default=None, help="where to write it (<results>/.tafs-owner.json)")
     s.set_defaults(fn=cmd_config_snapshot)
 
     s = sub.add_parser("grid", help="write results/grid.json: every run of the DAG and each table's rows")

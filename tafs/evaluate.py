@@ -143,9 +143,11 @@ ImagesFn = Callable[[Sequence[str], EvalConfig, bool], torch.Tensor]  # (texts, 
 
 
 def evaluate(images_fn: ImagesFn, prompts: Sequence[Prompt], cfg: EvalConfig, model_name: str, out_dir: Path,
-             progress: bool = True, rewards: Mapping[str, Reward] | None = None) -> dict:
+             progress: bool = True, rewards: Mapping[str, Reward] | None = None,
+             info: Mapping[str, str] | None = None) -> dict:
     """Sample the evaluation list of ``prompts`` with ``images_fn``, score it, write ``metrics.json`` + ``grid.png``
-    into ``out_dir``. ``images_fn`` is one of our samplers on a backbone, or a diffusers pipeline's own call."""
+    into ``out_dir``. ``images_fn`` is one of our samplers on a backbone, or a diffusers pipeline's own call.
+    ``info``: strings about the model recorded as they are (``model_commit``: the hub commit it was fetched at)."""
     from tafs.report.grid import save_grid
 
     chosen = select_prompts(prompts, cfg.per_category, cfg.images_per_prompt)
@@ -153,7 +155,7 @@ def evaluate(images_fn: ImagesFn, prompts: Sequence[Prompt], cfg: EvalConfig, mo
     t0 = time.time()
     images = images_fn([p.text for p in chosen], cfg, progress)
     wall = time.time() - t0
-    metrics = {"model": model_name, "sampler": cfg.sampler, "nfe": cfg.nfe, "n": len(chosen),
+    metrics = {"model": model_name, **(info or {}), "sampler": cfg.sampler, "nfe": cfg.nfe, "n": len(chosen),
                "metrics": summarize(chosen, images, rewards, cfg.category_mean)}
     chance = _chance(cfg.chance)
     if chance is not None:
@@ -166,7 +168,7 @@ def evaluate(images_fn: ImagesFn, prompts: Sequence[Prompt], cfg: EvalConfig, mo
 
 
 def sweep_with(images_fn: ImagesFn, prompts: Sequence[Prompt], cfg: EvalConfig, nfes: list[int], model_name: str,
-               out_root: Path, progress: bool = True) -> list[dict]:
+               out_root: Path, progress: bool = True, info: Mapping[str, str] | None = None) -> list[dict]:
     """``evaluate`` at every NFE (one process: the model and rewards load once), into ``out_root/nfe{n}/``."""
     from tafs.rewards import registry
 
@@ -176,11 +178,11 @@ def sweep_with(images_fn: ImagesFn, prompts: Sequence[Prompt], cfg: EvalConfig, 
     check_metadata(prompts, {r: registry.spec(r).needs for r in set(cfg.metrics.values())}, "evaluation prompts")
     rewards = build_rewards(cfg)
     return [evaluate(images_fn, prompts, replace(cfg, nfe=n), model_name, Path(out_root) / f"nfe{n}", progress,
-                     rewards) for n in nfes]
+                     rewards, info) for n in nfes]
 
 
 def sweep(backbone: Backbone, prompts: Sequence[Prompt], cfg: EvalConfig, nfes: list[int], model_name: str,
-          out_root: Path, progress: bool = True) -> list[dict]:
+          out_root: Path, progress: bool = True, info: Mapping[str, str] | None = None) -> list[dict]:
     """A backbone's sweep with our samplers (``cfg.sampler``: the Euler ODE or the annealed chain)."""
     return sweep_with(lambda texts, c, p: generate(backbone, texts, c, p), prompts, cfg, nfes, model_name, out_root,
-                      progress)
+                      progress, info)

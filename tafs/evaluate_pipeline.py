@@ -89,9 +89,10 @@ def pipeline_images(pipe: Any, texts: Sequence[str], cfg: EvalConfig, base: Base
 
 
 def sweep_pipeline(pipe: Any, prompts: Sequence[Prompt], cfg: EvalConfig, base: BaselineConfig, nfes: list[int],
-                   name: str, out_root: Path, progress: bool = True) -> list[dict]:
+                   name: str, out_root: Path, progress: bool = True,
+                   info: dict[str, str] | None = None) -> list[dict]:
     from dataclasses import replace
 
     cfg = replace(cfg, sampler=SAMPLER)
     return sweep_with(lambda texts, c, p: pipeline_images(pipe, texts, c, base, p), prompts, cfg, nfes, name,
-                      out_root, progress)
+                      out_root, progress, info)

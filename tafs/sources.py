@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from tafs.config import ConfigError
-from tafs.hub import HubModel, local_path, parse_model
+from tafs.hub import HubModel, check_pins, local_path, parse_model
 from tafs.paths import Layout
 
 TINY_FAMILIES = ("sd3", "flux")
@@ -103,12 +103,20 @@ class Sources:
                 model = parse_reward_model(name, key, value)
                 if model is not _NOT_A_MODEL:
                     self.reward_models[(name, key)] = model
+        check_pins(self.hub_models())
+
+    def hub_models(self) -> list[tuple[str, HubModel]]:
+        """Every hub model with the config key that names it, in config order."""
+        named = [("model.pretrained", self.base)]
+        for name, (model, lora) in self.baselines.items():
+            named += [(f"baselines.{name}.model", model), (f"baselines.{name}.lora.model", lora)]
+        named += [(f"baselines.{b}.components.{c}.model", m) for (b, c), m in self.components.items()]
+        named += [(f"reward_models.{r}.{k}", m) for (r, k), m in self.reward_models.items()]
+        return [(where, m) for where, m in named if isinstance(m, HubModel)]
 
     def downloads(self) -> dict[str, HubModel]:
         """Every hub model, by its folder name under the cache."""
-        found = [self.base, *(m for pair in self.baselines.values() for m in pair), *self.components.values(),
-                 *self.reward_models.values()]
-        return {m.name: m for m in found if isinstance(m, HubModel)}
+        return {m.name: m for _, m in self.hub_models()}
 
     def path(self, model: str | HubModel) -> str:
         return str(local_path(model, self.cache))

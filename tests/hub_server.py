@@ -1,7 +1,10 @@
 """A hub-compatible HTTP server on 127.0.0.1 for tests: serves local folders as repositories (or refuses a gated
 one), so that ``huggingface_hub`` runs its real client code path through ``HF_ENDPOINT`` without the internet.
 
-Only what ``snapshot_download`` asks for: the repository info, its file tree and each file (HEAD and GET).
+Only what ``snapshot_download`` asks for: the repository info, its file tree and each file (HEAD and GET, with
+``Range: bytes=N-``). ``cuts[file] = n`` makes the server drop the connection after the first ``n`` bytes of that
+file and answer 503 to a request that starts at or past them (an interrupted transfer); ``ranges`` logs each file
+GET with its Range header.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,6 +25,9 @@ class FakeHub:
     def __init__(self, repos: dict[str, Path], gated: set[str] = frozenset()):
         self.repos, self.gated = dict(repos), set(gated)
         self.requests: list[str] = []
+        self.ranges: list[tuple[str, str | None]] = []  # (file GET path, its Range header)
+        self.cuts: dict[str, int] = {}
+        self.sha = SHA
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -76,7 +83,7 @@ class FakeHub:
         if repo not in self.repos:
             return self.send(req, 404, {"error": "Repository Not Found"}, {"X-Error-Code": "RepoNotFound"})
         siblings = [{"rfilename": f} for f in self.files(repo)]
-        self.send(req, 200, {"_id": repo, "id": repo, "modelId": repo, "sha": SHA, "siblings": siblings,
+        self.send(req, 200, {"_id": repo, "id": repo, "modelId": repo, "sha": self.sha, "siblings": siblings,
                              "private": False, "gated": "manual" if repo in self.gated else False,
                              "disabled": False, "tags": [], "downloads": 0, "likes": 0})
 
@@ -94,13 +101,27 @@ class FakeHub:
         if path is None:
             return self.send(req, 404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
         data = path.read_bytes()
-        req.send_response(200)
-        for k, v in {"X-Repo-Commit": SHA, "ETag": f'"{hashlib.sha1(data).hexdigest()}"',
-                     "Content-Length": str(len(data)), "Content-Type": "application/octet-stream"}.items():
+        asked = req.headers.get("Range")
+        if body:
+            self.ranges.append((f"{repo}/{name}", asked))
+        start = int(m[1]) if asked and (m := re.fullmatch(r"bytes=(\d+)-", asked)) else 0
+        cut = self.cuts.get(name)
+        if cut is not None and start >= cut:
+            return self.send(req, 503, {"error": "Service Unavailable"})
+        req.send_response(206 if start else 200)
+        headers = {"X-Repo-Commit": self.sha, "ETag": f'"{hashlib.sha1(data).hexdigest()}"',
+                   "Content-Length": str(len(data) - start), "Content-Type": "application/octet-stream"}
+        if start:
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        for k, v in headers.items():
             req.send_header(k, v)
         req.end_headers()
         if body:
-            req.wfile.write(data)
+            req.wfile.write(data[start:cut])
+        if body and cut is not None:  # drop the connection mid-body
+            req.wfile.flush()
+            req.connection.shutdown(socket.SHUT_RDWR)
+            req.close_connection = True
 
     @staticmethod
     def send(req, status: int, obj, headers: dict | None = None) -> None:

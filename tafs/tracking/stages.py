@@ -132,7 +132,7 @@ def eval_stage(key: str, rule: str, folder: Path, tags: dict[str, str]) -> Stage
         data = read_json(path)
         config = data.get("config") if isinstance(data.get("config"), dict) else {}
         params = params_from(config)
-        params.update({k: param_str(data[k]) for k in ("sampler", "nfe", "model") if k in data})
+        params.update({k: param_str(data[k]) for k in ("sampler", "nfe", "model", "model_commit") if k in data})
         start, end = stage_times(path, data.get("wall_s"))
         artifacts = [(p, None) for p in (grid, path) if p.exists()]
         return Payload(

@@ -6,12 +6,16 @@ import re
 import shlex
 import sys
 
+from tafs import owner
 from tafs.config import ConfigError, redact
 from tafs.dag import Plan, Untracked, job_gpus, quoted, tafs_launcher
 from tafs.paths import ModelRef
 
+# A results folder belongs to the config that made it (tafs.owner): another config stops here, before any job.
+OWNER = owner.record(config, owner.sources(workflow.overwrite_configfiles, workflow.config_settings.config))
 try:
     PLAN = Plan(config)
+    owner.check(config, OWNER["config_sources"])
 except ConfigError as e:  # bad config or input file: one clear message, no job starts, nothing is written
     sys.exit(f"error: {e}")
 L = PLAN.layout

@@ -4,15 +4,18 @@ TABLES = [f"table{i}" for i in range(1, 8)]
 
 rule config_snapshot:
     output:
-        str(L.config_json),
+        config=str(L.config_json),
+        owner=str(owner.path(L.root)),  # this config now owns the results folder (never written by a dry run)
     params:
         # a changed config re-runs this rule (params trigger); secrets are redacted before they reach the shell
         cfg=quoted(redact(config)),
+        owner=quoted(OWNER),
     localrule: True
     log:
         str(L.log("config_snapshot.log")),
     shell:
-        "python -m tafs config-snapshot --cfg {params.cfg} --out {output}" + LOGGED
+        "python -m tafs config-snapshot --cfg {params.cfg} --out {output.config} --owner {params.owner} "
+        "--owner-out {output.owner}" + LOGGED
 
 
 rule grid_manifest:
