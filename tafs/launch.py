@@ -24,8 +24,8 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 PORT_BASE = 20000
 PORT_SPAN = 20000
