@@ -219,6 +219,8 @@ DELEGATED = {
     "tiny-pipeline": ("tafs.models.tiny", "write a tiny random SD3 / Flux pipeline in the hub layout"),
     "tiny-reward": ("tafs.rewards.tiny", "write a tiny random reward model (PickScore, HPSv2.1, ...), hub layout"),
     "fetch-data": ("tafs.datafiles", "fetch a data file pinned by URL and sha256 (what the fetch_data rule runs)"),
+    "launch": ("tafs.launch", ("one node's share of a multi-node training: torchrun from Slurm's environment "
+                               "(the train rule runs it under srun when resources.train.nodes > 1)")),
     "plan": ("tafs.plan", "a config's jobs, GPUs, GPU-hour bounds and downloads (a dry run, before a cluster run)"),
 }
 

@@ -284,6 +284,7 @@ class Plan:
                 res["gpu_model"] = spec["gpu_model"]
         else:
             res["cpus_per_task"] = _threads_of_job
+        res.update(node_resources(spec))  # nodes > 1 (train only): one job over several nodes
         # partition, account, QOS and node features per stage, so that GPU stages go to the GPU partition and CPU
         # stages do not (the plugin's resource names: qos and constraint without the slurm_ prefix)
         for key, resource in SLURM_KEYS.items():
@@ -330,13 +331,44 @@ def job_gpus(resources: Any) -> int:
     return int(resources.get("gpu", 0) or 0)
 
 
-def tafs_launcher(resources: Any) -> str:
-    """The command prefix that runs `tafs` for a job: one process, or accelerate with one per GPU.
+def node_resources(spec: dict[str, Any]) -> dict[str, Any]:
+    """The Snakemake resources that make a stage with `nodes` N > 1 one Slurm job of N nodes ({} for N = 1).
 
-    With gpu > 1 the job runs `accelerate launch` with --num_processes = gpu on this node; the
-    rendezvous port is picked when the job starts, on the node it runs on (`tafs free-port`).
+    `gpu` (GPUs per node, G) becomes the job's total N x G: the Slurm plugin submits it as --gpus (a total),
+    Snakemake counts it, and `--expect-gpus` gets it; `slurm_extra` --gpus-per-node=G makes Slurm put G on
+    each node (--gpus alone may split them unevenly). `mpi` tells the jobstep executor to run the rule's
+    shell as it is, not inside `srun -n1` (the shell runs its own srun, one launcher per node); the submit
+    plugin then wants `tasks` (N: --ntasks, one per node), and `tasks_per_gpu` 0 stops it from also turning
+    `tasks` into --ntasks-per-gpu.
     """
+    nodes, gpus = int(spec.get("nodes", 1)), int(spec.get("gpu", 0))
+    if nodes <= 1:
+        return {}
+    if gpus < 1:
+        raise ConfigError(f"resources.train.nodes = {nodes} needs resources.train.gpu >= 1 (the GPUs of each "
+                          "node): multi-node training is GPU training")
+    per_node = f"{spec['gpu_model']}:{gpus}" if spec.get("gpu_model") else str(gpus)
+    return {"gpu": nodes * gpus, "nodes": nodes, "tasks": nodes, "tasks_per_gpu": 0, "mpi": "srun",
+            "slurm_extra": f"--gpus-per-node={per_node}"}
+
+
+def tafs_launcher(resources: Any) -> str:
+    """The command prefix that runs `tafs` for a job: one process, accelerate with one per GPU, or one
+    `tafs launch` (torchrun) per node.
+
+    With gpu > 1 on one node the job runs `accelerate launch` with --num_processes = gpu on this node; the
+    rendezvous port is picked when the job starts, on the node it runs on (`tafs free-port`). With nodes > 1
+    (tafs.dag.node_resources) srun starts `tafs launch` on each node with gpu / nodes processes; the node
+    count is written out, not $SLURM_NNODES: the jobstep executor drops SLURM_* but the job id from the shell's
+    environment.
+    """
+    nodes = int(resources.get("nodes", 1) or 1)
     gpus = job_gpus(resources)
+    if nodes > 1:
+        per_node = gpus // nodes
+        cpus = per_node * int(resources.get("cpus_per_gpu", 1) or 1)
+        return (f"srun --nodes={nodes} --ntasks-per-node=1 --cpus-per-task={cpus} --gpus-per-node={per_node} "
+                f"--kill-on-bad-exit=1 python -m tafs launch --nproc-per-node {per_node} --")
     if gpus > 1:
         return ("accelerate launch --multi_gpu --num_processes {n} --num_machines 1 "
                 "--mixed_precision no --dynamo_backend no "

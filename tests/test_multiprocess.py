@@ -1,7 +1,8 @@
 """Multi-process training is one training (tafs/train/shard.py): 2 CPU processes (accelerate's MULTI_CPU state,
 gloo; started by torchrun, since `accelerate launch --cpu` starts one process without an MPI set-up) train the
 same adapter as 1 process with the same global batch, and a checkpoint written by 2 processes resumes in 1 to the
-same result.
+same result. So do 2 "nodes" of 1 process each, started by our multi-node launcher (`tafs launch`, as srun
+starts it on each node of a Slurm job) on localhost.
 
 The reward is a tiny random CLIP (tafs.rewards.tiny), whose scores differ for every sample, so the advantages and
 the gradients are not zero; the learning rate is large enough that 2 iterations move every LoRA matrix.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 from tafs.distributed import free_port
+from tafs.launch import rendezvous_port
 from tafs.prompts import write_prompt_file
 from tafs.rewards.tiny import build
 
@@ -52,12 +55,17 @@ def setup(tiny_model_dir, tmp_path_factory):
     return root, tiny_model_dir, cfg
 
 
-def _train(setup, name: str, nproc: int, *extra: str, ckpt: str | None = None, **changes) -> Path:
+def _train_args(setup, name: str, ckpt: str | None = None, **changes) -> list[str]:
+    """`train ...` of run ``name`` (out: root/name) without the launcher."""
     root, model, cfg = setup
-    cfg = {**cfg, **changes}
+    return ["train", "--model", str(model), "--prompts", str(root / "train.jsonl"), "--cfg",
+            json.dumps({**cfg, **changes}), "--out", str(root / name), "--ckpt-dir", str(root / (ckpt or f"{name}_ck"))]
+
+
+def _train(setup, name: str, nproc: int, *extra: str, ckpt: str | None = None, **changes) -> Path:
+    root = setup[0]
     out = root / name
-    cmd = [*_launch(nproc), "train", "--model", str(model), "--prompts", str(root / "train.jsonl"), "--cfg", json.dumps(cfg),
-           "--out", str(out), "--ckpt-dir", str(root / (ckpt or f"{name}_ck")), *extra]
+    cmd = [*_launch(nproc), *_train_args(setup, name, ckpt, **changes), *extra]
     res = subprocess.run(cmd, cwd=root, env=_env(), capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
     return out
@@ -125,3 +133,47 @@ def test_a_global_batch_that_does_not_split_is_refused(setup):
     assert res.returncode != 0
     assert "prompts_per_iter = 3" in res.stderr + res.stdout and "divisible by the 2 training processes" in \
         res.stderr + res.stdout
+
+
+def _job_id_with_free_port() -> int:
+    """A fake SLURM_JOB_ID whose rendezvous port (20000 + id % 20000) is free on this machine now."""
+    for job_id in range(1234567, 1234567 + 20000, 211):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", rendezvous_port(job_id)))
+            except OSError:
+                continue
+            return job_id
+    raise RuntimeError("no free port in 20000-39999")
+
+
+def test_two_nodes_train_what_one_process_does(setup):
+    """Node 0 and node 1 of a fake 2-node Slurm job (one process each, gloo) started concurrently by
+    `tafs launch`, which reads SLURM_NNODES / SLURM_NODEID / SLURM_JOB_ID (the port) and MASTER_ADDR and execs
+    torchrun: the adapter is the 1-process one."""
+    root = setup[0]
+    one = root / "one" if (root / "one").exists() else _train(setup, "one", 1)
+    job_id = _job_id_with_free_port()
+    env = {k: v for k, v in _env().items() if not k.startswith(("SLURM_", "MASTER_"))}
+    cmd = [sys.executable, "-m", "tafs", "launch", "--nproc-per-node", "1", "--", *_train_args(setup, "nodes")]
+    logs = [(root / f"node{r}.log").open("w") for r in (0, 1)]
+    procs = [subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT,
+                              env={**env, "SLURM_NNODES": "2", "SLURM_NODEID": str(r), "SLURM_JOB_ID": str(job_id),
+                                   "MASTER_ADDR": "127.0.0.1"}) for r, log in zip((0, 1), logs)]
+    try:
+        codes = [p.wait(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        for log in logs:
+            log.close()
+    text = "\n".join((root / f"node{r}.log").read_text()[-4000:] for r in (0, 1))
+    assert codes == [0, 0], text
+    assert f"--master_port {rendezvous_port(job_id)}" in text and "--node_rank 1" in text, text
+    summary = json.loads((root / "nodes" / "train_summary.json").read_text())
+    assert summary["processes"] == 2
+    a, b = _adapter(one), _adapter(root / "nodes")
+    assert set(a) == set(b) and len(a) > 0
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=0, msg=k)
