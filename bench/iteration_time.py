@@ -92,7 +92,7 @@ def method_settings(cfg: TrainConfig) -> dict:
     annealed = m.sampler == "annealed"
     return {"sampler": m.sampler, "n_annealed": m.n_annealed if annealed else "",
             "n_steps": "" if annealed else m.n_steps, "eta": "" if annealed else m.eta,
-            "train_fraction": m.train_fraction if m.sampler == "dance_sde" else "",
+            "timestep_fraction": m.timestep_fraction if m.timestep_fraction is not None else "",
             "window": m.window if m.sampler == "mix_sde" else "", "n_adv": cfg.advantage.n_adv,
             "rewards": "+".join(cfg.advantage.rewards)}
 
@@ -262,7 +262,9 @@ def bench_one(suite: Suite, name: str, cfg: TrainConfig, ckpt: Path, a: argparse
     dev = tr.accel.device
     sync_after(tr.method, "sample", dev)
     sync_after(tr, "optimise", dev)
-    row = {"method": name, **method_settings(cfg), **tr.method.nfe_accounting(),
+    nfe = tr.method.nfe_accounting()
+    row = {"method": name, **method_settings(cfg), **nfe, "beta": cfg.beta,
+           "nfe_ref": cost.reference_passes(nfe, cfg.beta),
            **bench_method(tr, a.warmup, a.repeats)}
     if suite.gpu_metrics:
         row.update(gpu_metrics(tr, row, suite.peak_flops, dev))
@@ -378,7 +380,8 @@ def report(rows: list[dict], suite: str, target_pct: float) -> None:
     for m in (m for m in t if m != TAFS and m not in FLOORS):
         r = t[m]
         print(f"[{suite}] {m}: sampling + optimisation {r['compute_ratio_vs_tafs']:.2f}x TAFS-GRPO's, compute model "
-              f"{r['predicted_ratio_vs_tafs']:.2f}x (NFE {r['nfe_old']} / {r['nfe_theta']} trained): "
+              f"{r['predicted_ratio_vs_tafs']:.2f}x (NFE {r['nfe_old']} / {r['nfe_theta']} trained"
+              f"{' + ' + str(r['nfe_ref']) + ' KL reference' if r.get('nfe_ref') else ''}): "
               f"{100 * r['model_error']:+.1f} %")
     fwd, bwd, floor = (t[f] for f in FLOORS)
     pct = 100 * (tafs["median_s"] / floor["median_s"] - 1)

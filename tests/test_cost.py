@@ -15,3 +15,10 @@ def test_paper_ratios():
     got = [cost.predicted_ratio({"nfe_old": o, "nfe_theta": t}, tafs) for o, t in [(10, 6), (25, 14), (25, 4)]]
     assert got == pytest.approx([28 / 13, 67 / 13, 37 / 13])
     assert [round(g, 2) for g in got] == [2.15, 5.15, 2.85]
+
+
+def test_a_kl_term_adds_one_reference_forward_per_trained_action():
+    flow = {"nfe_old": 10, "nfe_theta": 6}
+    flow["nfe_ref"] = cost.reference_passes(flow, beta=0.01)
+    assert flow["nfe_ref"] == 6 and cost.iteration_units(flow) == 34
+    assert cost.reference_passes(flow, beta=0.0) == 0
