@@ -335,11 +335,6 @@ class Method:
             return gaussian_kl_same_std(mean, mean_ref, flow_grpo_kl_std(std, sigma, sigma_next))
         return transition_kl(self.transition, mean, mean_ref, std)
 
-    @property
-    def natural_eval_sampler(self) -> str:
-        """The inference sampler a model trained with this method is naturally evaluated with."""
-        return "annealed" if self.cfg.sampler == "annealed" else "ode"
-
     def nfe_accounting(self) -> dict[str, int]:
         """Table 2: model calls of the old policy while sampling / policy forward passes per sample while
         computing ratios (= trained actions; for dance_sde the number drawn each iteration; for mix_sde the
