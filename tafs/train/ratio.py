@@ -18,16 +18,15 @@ keep the cheaper path; a rule on the measured drift would need the recompute pas
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 
+from tafs.models.backbone import Backbone, Cond
 from tafs.train.passes import action_rows, micro_chunks, policy_step, trained_actions
 from tafs.train.shard import local_rows
 
-if TYPE_CHECKING:
-    from tafs.models.backbone import Backbone, Cond
-    from tafs.train.trainer import Trainer
+Trainer = Any  # tafs.train.trainer.Trainer, which imports this module (no import cycle)
 
 OLD_LOGPROB = ("auto", "sampling", "recompute")
 LOW_PRECISION = (torch.float16, torch.bfloat16)

@@ -9,13 +9,12 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tafs.checkpoint import load_checkpoint, other_checkpoints
 from tafs.train.identity import differing, train_identity
 
-if TYPE_CHECKING:
-    from tafs.train.trainer import Trainer
+Trainer = Any  # tafs.train.trainer.Trainer, which imports this module (no import cycle)
 
 log = logging.getLogger(__name__)
 
