@@ -237,10 +237,10 @@ def render_estimates(est: dict[str, Any]) -> list[str]:
     lines = []
     if est.get("stages"):
         rows = [{"rule": rule, "largest job": r["job"] or "-", "peak GB (est.)": r["peak_gb"] if r["peak_gb"] else "?",
-                 "GPU GB": r["gpu_mem_gb"], "by part (GB)": "; ".join(f"{w} {gb}" for w, gb in r["parts"]) or
+                 "GPU GB": r["gpu_mem_gb"], "by part (GB)": "; ".join(f"{w} {gb:.1f}" for w, gb in r["parts"]) or
                  "model not catalogued (tafs/planning/catalogue.py)"} for rule, r in est["stages"].items()]
-        lines += ["Peak GPU memory per job (tafs.planning.memory: weights at their precision + LoRA and AdamW state + "
-                  "the largest phase: training activations, sampling or decoding):", "",
+        lines += [("Peak GPU memory per job (tafs.planning.memory: weights at their precision + LoRA and AdamW state + "
+                  "the largest phase: training activations, sampling or decoding):"), "",
                   pd.DataFrame(rows).to_markdown(index=False), ""]
         lines += [f"  {rule} phases: {', '.join(r['phases'])}" for rule, r in est["stages"].items() if r["phases"]]
         lines.append("")
@@ -248,8 +248,8 @@ def render_estimates(est: dict[str, Any]) -> list[str]:
     if est.get("table2"):
         t2 = pd.DataFrame(est["table2"]).rename(columns={
             "nfe_old": "NFE old", "nfe_theta": "NFE theta", "predicted_s": "predicted s / iter", "paper_s": "paper s / iter"})
-        lines += ["", f"Table 2: seconds per iteration on 8 x H100 at this config's step counts and batch (FLOP model, "
-                  f"MFU {est.get('mfu')} calibrated so TAFS-GRPO = the paper's 116 s), beside the paper's:", "",
+        lines += ["", (f"Table 2: seconds per iteration on 8 x H100 of this config's model, step counts and batch (FLOP model, "
+                  f"MFU {est.get('mfu')} calibrated so TAFS-GRPO = the paper's 116 s), beside the paper's:"), "",
                   t2.to_markdown(index=False), ""]
     return lines
 

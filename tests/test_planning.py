@@ -138,3 +138,20 @@ def test_training_gpu_hours_scale_with_the_gpu(flux_estimator):
     h100 = flux_estimator.run_seconds(train, 8, "h100")
     assert flux_estimator.run_seconds(train, 8, "a100") == pytest.approx(h100 * 989.4 / 312, rel=1e-6)
     assert flux_estimator.run_seconds(train, 4, "h100") == pytest.approx(2 * h100)
+
+
+def test_an_evaluation_job_over_its_gpu_names_what_to_change():
+    """HiDream-I1 (17 B + Llama-3.1-8B and three more text encoders, bf16) with every metric's reward model resident
+    does not fit 80 GB: the warning says to serve the 7B judge elsewhere or take a bigger GPU."""
+    from tafs.planning.memory import eval_memory
+
+    metrics = ["geneval", "pickscore", "clip", "hpsv2", "imagereward", "unifiedreward"]
+    bf16 = {"transformer": "bf16", "text": "bf16", "vae": "bf16"}
+    mem = eval_memory("eval_baseline_hidream_full", "HiDream-ai/HiDream-I1-Full", bf16, 1024, 128, 5.0, 8, 4, metrics,
+                      {"unifiedreward": {"dtype": "bf16"}}, None)
+    warning = mem.warning(80)
+    assert warning and "reward_models.unifiedreward: url" in warning and "a bigger GPU" in warning
+    assert mem.warning(141) is None  # an H200
+    small = eval_memory("eval_base", "stabilityai/stable-diffusion-3.5-medium", bf16, 1024, 128, 4.5, 8, 4,
+                        ["pickscore"], {}, None)
+    assert small.peak_gb < 30 and small.warning(80) is None

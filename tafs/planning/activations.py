@@ -28,8 +28,9 @@ activations.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 SD3_CLIP_TOKENS = 77  # SD3 joins the CLIP-L/G embeddings (77 tokens) and T5's max_sequence_length tokens
 LSE_BYTES = 4  # attention's log-sum-exp is kept in fp32

@@ -61,11 +61,11 @@ class JobMemory:
 
 def weights(gen: catalogue.Generator, dtypes: dict[str, str], cache: str | None) -> list[Part]:
     """The generator's resident weights: transformer, text encoders, VAE at their precisions."""
-    parts = [Part(f"transformer {gen.transformer} ({dtypes['transformer']})",
+    parts = [Part(f"transformer {dtypes['transformer']}",
                   parameter_count(gen.transformer, cache) * BYTES[dtypes["transformer"]] / GB)]
     text = sum(parameter_count(t, cache) for t in gen.text)
-    parts.append(Part(f"text encoders {'+'.join(gen.text)} ({dtypes['text']})", text * BYTES[dtypes["text"]] / GB))
-    parts.append(Part(f"VAE {gen.vae} ({dtypes['vae']})", parameter_count(gen.vae, cache) * BYTES[dtypes["vae"]] / GB))
+    parts.append(Part(f"text encoders {dtypes['text']}", text * BYTES[dtypes["text"]] / GB))
+    parts.append(Part(f"VAE {dtypes['vae']}", parameter_count(gen.vae, cache) * BYTES[dtypes["vae"]] / GB))
     return parts
 
 
@@ -74,7 +74,7 @@ def reward_weights(names: list[str], reward_models: dict[str, Any], cache: str |
     comps = {c: BYTES[(reward_models.get(n) or {}).get("dtype", "fp32")]
              for n in names for c in catalogue.REWARDS.get(n, ())}
     gb = sum(parameter_count(c, cache) * b for c, b in comps.items()) / GB
-    return Part(f"reward models {', '.join(names)}", gb)
+    return Part(f"rewards {'+'.join(names)}", gb)
 
 
 def arch_of(gen: catalogue.Generator, cache: str | None) -> Arch | None:
@@ -119,11 +119,11 @@ def train_memory(job: str, config: dict, train: dict, gpus: int, cache: str | No
     out.parts.append(reward_weights(list(train["advantage"]["rewards"]), config.get("reward_models") or {}, cache))
     lora = lora_parameter_count(gen.transformer, lora_targets(gen, train.get("lora", {}).get("targets")), rank, cache)
     state = LORA_STATE_BYTES + (DDP_BUCKET_BYTES if gpus > 1 else 0)
-    out.parts.append(Part(f"LoRA r{rank}: {lora / 1e6:.1f} M params x {state} B (fp32 + grad + AdamW)",
+    out.parts.append(Part(f"LoRA {lora / 1e6:.0f} M x {state} B",
                           lora * state / GB))
     phases = _train_phases(config, train, gen, arch, gpus, dtypes, res, seq, rank)
     name, gb = max(phases.items(), key=lambda kv: kv[1])
-    out.parts.append(Part(f"peak phase: {name}", gb))
+    out.parts.append(Part(name.split(" (")[0], gb))
     out.notes = [f"{k}: {v:.1f} GB" for k, v in phases.items()]
     out.settings = _advice(name)
     return out
@@ -170,17 +170,19 @@ def eval_memory(job: str, repo: str | None, dtypes: dict[str, str], resolution: 
         return None
     out = JobMemory(job, weights(gen, dtypes, cache))
     out.parts.append(reward_weights(metrics, reward_models, cache))
+    resident = ["the dtype of its models"] + (
+        ["reward_models.unifiedreward: url (the 7B judge served elsewhere)"] if "unifiedreward" in metrics else [])
     arch = arch_of(gen, cache)
     if arch is None:
-        out.notes.append(f"sampling activations not modelled for {gen.family}")
-        out.settings = ["eval.batch_size", "a bigger GPU"]
+        out.notes.append(f"sampling activations not modelled for {gen.family}: weights only")
+        out.settings = resident + ["a bigger GPU"]
         return out
     vb = BYTES[dtypes["transformer"]]
     phases = {f"sampling {batch} at a time": sampling_gb(arch, batch * cfg_factor(gen, guidance), resolution, seq, vb, 0),
               f"decoding {decode_chunk or batch} at a time": decode_gb(decode_chunk or batch, resolution, dtypes["vae"])}
     name, gb = max(phases.items(), key=lambda kv: kv[1])
-    out.parts.append(Part(f"peak phase: {name}", gb))
+    out.parts.append(Part(name.split(" (")[0], gb))
     out.notes = [f"{k}: {v:.1f} GB" for k, v in phases.items()]
     out.settings = (["eval.batch_size"] if name.startswith("sampling") else ["eval.decode_chunk", "model.vae_dtype: bf16"]) \
-        + ["model.dtype: bf16", "a bigger GPU"]
+        + resident + ["a bigger GPU"]
     return out

@@ -83,7 +83,7 @@ def meta_model(comp: Component) -> Any:
     return model
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def parameter_count(name: str, cache: str | None = None) -> int:
     """Parameters and persistent buffers of component ``name`` (real config when cached), counted on the meta
     device. Buffers count because they sit in memory at the model's precision too: SD3's 384 x 384 positional

@@ -51,7 +51,7 @@ def forward_flops(arch: Arch, params: int, resolution: int, seq: int) -> float:
     return 2.0 * params * tokens + 4.0 * tokens ** 2 * arch.width * layers + 4.0 * img ** 2 * arch.width * arch.dual_layers
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def decode_flops(vae: str, resolution: int, cache: str | None = None) -> float:
     """FLOPs of decoding one latent at ``resolution`` px, counted by running the decoder on meta tensors."""
     import torch
@@ -106,7 +106,7 @@ def iteration_flops(arch: Arch, gen: catalogue.Generator, train: dict, resolutio
                           per_action, n * counts["scored"] * score)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _buffers(name: str, cache: str | None) -> int:
     return sum(b.numel() for b in meta_model(component(name, cache)).buffers())
 
@@ -118,7 +118,7 @@ def peak_flops(gpu: str | None) -> tuple[float, str]:
     return tflops * 1e12, f"{key.upper()} {tflops} TFLOP/s ({source})"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def paper_mfu(cache: str | None = None) -> float:
     """The model-FLOP utilisation at which the paper's TAFS-GRPO iteration takes Table 2's 116 s."""
     from tafs.planning.memory import arch_of
