@@ -124,6 +124,17 @@ def measured_seconds(root: Path) -> tuple[float, str] | None:
     return None
 
 
+def measured_mfu(root: Path) -> tuple[float, str] | None:
+    """The model-FLOP utilisation of TAFS-GRPO's training passes measured on a CUDA GPU (the ``mfu`` column
+    bench/iteration_time.py --backbone sd3-medium writes), if any: it replaces the Table 2 calibration."""
+    for path in sorted((root / BENCH).glob("*.csv")):
+        with open(path, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("method") == "tafs_grpo" and "cuda" in (row.get("device") or "") and row.get("mfu"):
+                    return float(row["mfu"]), f"measured in {path.name} ({row.get('model', '?')})"
+    return None
+
+
 def stage_row(rule: str, jobs: list[dict[str, str]], local: bool, config: dict,
               measured: tuple[float, str] | None) -> Stage:
     r = jobs[0]  # every job of a rule gets its stage's resources (tafs.dag.Plan.stage_resources)
@@ -152,7 +163,7 @@ def model_estimates(config: dict, stages: list[Stage], root: Path, measured: tup
     from tafs.planning.estimate import estimate
 
     try:
-        model = estimate(config, [asdict(s) for s in stages], root)
+        model = estimate(config, [asdict(s) for s in stages], root, measured_mfu(root))
     except Exception as e:  # noqa: BLE001 - the plan still lists jobs and bounds when a model cannot be estimated
         return {"stages": {}, "warnings": [], "table2": [], "error": f"{type(e).__name__}: {e}"}
     for s in stages:
@@ -249,7 +260,7 @@ def render_estimates(est: dict[str, Any]) -> list[str]:
         t2 = pd.DataFrame(est["table2"]).rename(columns={
             "nfe_old": "NFE old", "nfe_theta": "NFE theta", "predicted_s": "predicted s / iter", "paper_s": "paper s / iter"})
         lines += ["", (f"Table 2: seconds per iteration on 8 x H100 of this config's model, step counts and batch (FLOP model, "
-                  f"MFU {est.get('mfu')} calibrated so TAFS-GRPO = the paper's 116 s), beside the paper's:"), "",
+                  f"MFU {est.get('mfu')} {est.get('mfu_source', '')}), beside the paper's:"), "",
                   t2.to_markdown(index=False), ""]
     return lines
 

@@ -155,3 +155,20 @@ def test_an_evaluation_job_over_its_gpu_names_what_to_change():
     small = eval_memory("eval_base", "stabilityai/stable-diffusion-3.5-medium", bf16, 1024, 128, 4.5, 8, 4,
                         ["pickscore"], {}, None)
     assert small.peak_gb < 30 and small.warning(80) is None
+
+
+def test_a_measured_mfu_replaces_the_calibration(flux_estimator, tmp_path):
+    """A CUDA row of bench/results with an `mfu` column (bench/iteration_time.py --backbone sd3-medium) is read by
+    tafs.plan and replaces the Table 2 calibration: half the utilisation, twice the seconds."""
+    from tafs import plan as tafs_plan
+    from tafs.planning.estimate import Estimator
+
+    (tmp_path / "bench" / "results").mkdir(parents=True)
+    (tmp_path / "bench" / "results" / "iteration_time_sd3.csv").write_text(
+        "method,median_s,device,B,G,model,mfu\ntafs_grpo,3.2,cuda:0,2,8,sd3-medium,0.25\n")
+    mfu = tafs_plan.measured_mfu(tmp_path)
+    assert mfu[0] == 0.25 and "iteration_time_sd3.csv" in mfu[1]
+    assert tafs_plan.measured_mfu(tmp_path / "nowhere") is None
+    measured = Estimator(flux_estimator.config, flux_estimator.plan, (flux_estimator.mfu / 2, "measured"))
+    train = flux_estimator.plan.train_cfg("tafs_grpo", 0)
+    assert measured.run_seconds(train, 8, "h100") == pytest.approx(2 * flux_estimator.run_seconds(train, 8, "h100"))

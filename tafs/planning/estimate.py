@@ -32,10 +32,11 @@ class StageEstimate:
 class Estimator:
     """Answers per rule from the config and its ``tafs.dag.Plan``; ``mfu`` from the Table 2 calibration."""
 
-    def __init__(self, config: dict, plan: Any):
+    def __init__(self, config: dict, plan: Any, mfu: tuple[float, str] | None = None):
         self.config, self.plan = config, plan
         self.cache = str(Path(config.get("hub", {}).get("cache") or "downloads").resolve())
-        self.mfu = timing.paper_mfu(self.cache)
+        self.mfu = mfu[0] if mfu else timing.paper_mfu(self.cache)
+        self.mfu_source = mfu[1] if mfu else "calibrated to Table 2's 116 s TAFS-GRPO iteration"
 
     # -- resources ------------------------------------------------------------------------------
     def stage_of(self, rule: str) -> str:
@@ -75,8 +76,7 @@ class Estimator:
                 return out
             hours += seeds * cfg["iterations"] * s * gpus / 3600
         out.gpu_hours = round(hours, 1)
-        out.basis = (f"FLOP model ({timing.peak_flops(gpu)[1]}, MFU {self.mfu:.2f} calibrated to Table 2's "
-                     "116 s TAFS-GRPO iteration)")
+        out.basis = f"FLOP model ({timing.peak_flops(gpu)[1]}, MFU {self.mfu:.2f} {self.mfu_source})"
         return out
 
     # -- evaluation -----------------------------------------------------------------------------
@@ -157,15 +157,16 @@ class Estimator:
         return rows
 
 
-def estimate(config: dict, stages: list[dict[str, Any]], root: Path) -> dict[str, Any]:
+def estimate(config: dict, stages: list[dict[str, Any]], root: Path,
+             mfu: tuple[float, str] | None = None) -> dict[str, Any]:
     """Per GPU stage: memory and GPU-hour estimates with their basis; Table 2's predictions; warnings."""
     import contextlib
 
     from tafs.dag import Plan
 
     with contextlib.chdir(root):
-        est = Estimator(config, Plan(config))
-        out: dict[str, Any] = {"stages": {}, "warnings": [], "mfu": round(est.mfu, 3)}
+        est = Estimator(config, Plan(config), mfu)
+        out: dict[str, Any] = {"stages": {}, "warnings": [], "mfu": round(est.mfu, 3), "mfu_source": est.mfu_source}
         for s in stages:
             if not s["gpus"]:
                 continue
