@@ -254,8 +254,12 @@ def render_estimates(est: dict[str, Any]) -> list[str]:
                   "the largest phase: training activations, sampling or decoding):"), "",
                   pd.DataFrame(rows).to_markdown(index=False), ""]
         lines += [f"  {rule} phases: {', '.join(r['phases'])}" for rule, r in est["stages"].items() if r["phases"]]
+        lines += [f"  {rule} per job: " + ", ".join(f"{run} {j['s_per_iteration']} s/iter, {j['wall_h']} h"
+                                                      for run, j in r["per_job"].items())
+                  for rule, r in est["stages"].items() if r.get("per_job")]
         lines.append("")
     lines += [f"WARNING: {w}" for w in est.get("warnings", [])]
+    lines += [f"NOTE: {w}" for w in est.get("runtime_notes", [])]
     if est.get("table2"):
         t2 = pd.DataFrame(est["table2"]).rename(columns={
             "nfe_old": "NFE old", "nfe_theta": "NFE theta", "predicted_s": "predicted s / iter", "paper_s": "paper s / iter"})

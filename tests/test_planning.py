@@ -187,3 +187,13 @@ def test_a_measured_mfu_replaces_the_calibration(flux_estimator, tmp_path):
     measured = Estimator(flux_estimator.config, flux_estimator.plan, (flux_estimator.mfu / 2, "measured"))
     train = flux_estimator.plan.train_cfg("tafs_grpo", 0)
     assert measured.run_seconds(train, 8, "h100") == pytest.approx(2 * flux_estimator.run_seconds(train, 8, "h100"))
+
+
+def test_runs_longer_than_the_runtime_limit_are_noted():
+    from tafs.planning.estimate import over_runtime
+
+    notes = over_runtime({"tafs_grpo": {"s_per_iteration": 116.0, "wall_h": 48.3},
+                          "dance_grpo": {"s_per_iteration": 595.0, "wall_h": 247.9},
+                          "short": {"s_per_iteration": 43.0, "wall_h": 18.1}}, 48)
+    assert len(notes) == 2 and "dance_grpo" in notes[1] and "6 submissions" in notes[1]
+    assert "resources.train.runtime" in notes[0] and not over_runtime({"short": {"wall_h": 18.1}}, 48)

@@ -27,6 +27,7 @@ class StageEstimate:
     gpu_hours: float | None = None
     basis: str = ""
     warnings: list[str] = field(default_factory=list)
+    per_job: dict[str, dict[str, float]] = field(default_factory=dict)  # run -> s / iteration, wall hours a job
 
 
 class Estimator:
@@ -75,6 +76,7 @@ class Estimator:
             if s is None:
                 return out
             hours += seeds * cfg["iterations"] * s * gpus / 3600
+            out.per_job[run] = {"s_per_iteration": round(s, 1), "wall_h": round(cfg["iterations"] * s / 3600, 1)}
         out.gpu_hours = round(hours, 1)
         out.basis = f"FLOP model ({timing.peak_flops(gpu)[1]}, MFU {self.mfu:.2f} {self.mfu_source})"
         return out
@@ -166,20 +168,29 @@ def estimate(config: dict, stages: list[dict[str, Any]], root: Path,
 
     with contextlib.chdir(root):
         est = Estimator(config, Plan(config), mfu)
-        out: dict[str, Any] = {"stages": {}, "warnings": [], "mfu": round(est.mfu, 3), "mfu_source": est.mfu_source}
+        out: dict[str, Any] = {"stages": {}, "warnings": [], "runtime_notes": [], "mfu": round(est.mfu, 3), "mfu_source": est.mfu_source}
         for s in stages:
             if not s["gpus"]:
                 continue
             row = est.train(s["gpus"]) if s["rule"] == "train" else est.evaluation(s["rule"], s["jobs"])
             warning = row.memory.warning(row.gpu_mem_gb) if row.memory else None
             out["warnings"] += [warning] if warning else []
+            out["runtime_notes"] += over_runtime(row.per_job, s["runtime_h"])
             out["stages"][s["rule"]] = {
                 "gpu_hours": row.gpu_hours, "basis": row.basis, "gpu_mem_gb": row.gpu_mem_gb,
                 "peak_gb": row.memory.peak_gb if row.memory else None, "job": row.memory.job if row.memory else None,
                 "parts": [[p.what, round(p.gb, 2)] for p in row.memory.parts] if row.memory else [],
-                "phases": row.memory.notes if row.memory else []}
+                "phases": row.memory.notes if row.memory else [], "per_job": row.per_job}
         out["table2"] = est.table2()
     return out
+
+
+def over_runtime(per_job: dict[str, dict[str, float]], runtime_h: float) -> list[str]:
+    """Training runs whose estimated wall time exceeds the runtime limit: they stop at the limit and continue
+    from their last checkpoint each time the workflow is run again (docs/cluster.md)."""
+    return [f"train {run}: ~{j['wall_h']} h estimated > the {runtime_h:g} h runtime limit "
+            f"(resources.train.runtime): {-(-j['wall_h'] // runtime_h):.0f} submissions, resuming from checkpoints"
+            for run, j in per_job.items() if runtime_h and j["wall_h"] > runtime_h]
 
 
 __all__ = ["BYTES", "Estimator", "estimate"]
