@@ -6,9 +6,12 @@ The config files are merged over config.yaml as Snakemake and the Snakefile merg
 deep-merged; ``tafs.config.merge_defaults``), validated and checked by ``tafs.dag.Plan`` (the DAG-time checks),
 then ``snakemake -n --forceall`` lists every job with its resources. Per rule: jobs, GPUs and CPUs per job, the
 runtime limit, and the GPU-hour bound (jobs x GPUs x runtime limit: what the scheduler may charge, not what the
-jobs use). A GPU-hour estimate needs a measured seconds-per-iteration on a GPU (bench/results/, written by
-bench/iteration_time.py on a CUDA machine); without one it says "unmeasured". Then the hub downloads, with sizes
-from the model cards (approximate), and the totals.
+jobs use). The GPU-hour estimate is the FLOP model of ``tafs.planning.timing`` (calibrated to the paper's Table 2),
+or, for training, a measured seconds-per-iteration on a GPU when bench/results/ has one (written by
+bench/iteration_time.py on a CUDA machine). Per GPU stage, the peak GPU memory of its largest job
+(``tafs.planning.memory``: weights, LoRA state, activations) against ``resources.<stage>.gpu_mem_gb`` (a warning
+names the setting to change), and Table 2's predicted seconds per iteration beside the paper's. Then the hub
+downloads, with sizes from the model cards (approximate), and the totals.
 """
 
 from __future__ import annotations
@@ -121,6 +124,17 @@ def measured_seconds(root: Path) -> tuple[float, str] | None:
     return None
 
 
+def measured_mfu(root: Path) -> tuple[float, str] | None:
+    """The model-FLOP utilisation of TAFS-GRPO's training passes measured on a CUDA GPU (the ``mfu`` column
+    bench/iteration_time.py --backbone sd3-medium writes), if any: it replaces the Table 2 calibration."""
+    for path in sorted((root / BENCH).glob("*.csv")):
+        with open(path, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("method") == "tafs_grpo" and "cuda" in (row.get("device") or "") and row.get("mfu"):
+                    return float(row["mfu"]), f"measured in {path.name} ({row.get('model', '?')})"
+    return None
+
+
 def stage_row(rule: str, jobs: list[dict[str, str]], local: bool, config: dict,
               measured: tuple[float, str] | None) -> Stage:
     r = jobs[0]  # every job of a rule gets its stage's resources (tafs.dag.Plan.stage_resources)
@@ -143,6 +157,25 @@ def train_seconds(config: dict, seconds_per_sample: float, gpus: int) -> float:
     return seconds_per_sample * t["prompts_per_iter"] * t["group_size"] / max(1, gpus) * t["iterations"]
 
 
+def model_estimates(config: dict, stages: list[Stage], root: Path, measured: tuple[float, str] | None) -> dict:
+    """Memory and GPU-hours per GPU stage from the real models' configs (tafs.planning), filled into ``stages``:
+    a measured training estimate (bench/results) is kept; the model fills in the rest."""
+    from tafs.planning.estimate import estimate
+
+    try:
+        model = estimate(config, [asdict(s) for s in stages], root, measured_mfu(root))
+    except Exception as e:  # noqa: BLE001 - the plan still lists jobs and bounds when a model cannot be estimated
+        return {"stages": {}, "warnings": [], "table2": [], "error": f"{type(e).__name__}: {e}"}
+    for s in stages:
+        row = model["stages"].get(s.rule)
+        if row is None or (measured is not None and s.rule == "train"):
+            continue
+        s.gpu_hours_estimate = row["gpu_hours"] if row["gpu_hours"] is not None else row["basis"]
+    train = model["stages"].get("train")
+    model["basis"] = train["basis"] if train and train["gpu_hours"] is not None else UNMEASURED
+    return model
+
+
 def downloads(config: dict, root: Path) -> list[dict[str, Any]]:
     from tafs.dag import Plan
 
@@ -162,15 +195,19 @@ def build(files: list[str], root: Path, remaining: bool = False) -> dict[str, An
     stages = [stage_row(rule, jobs, rule in local, config, measured)
               for rule, jobs in parse_jobs(dry_run(files, root, remaining)).items()]
     stages.sort(key=lambda s: (s.where == "local", -s.gpus, -s.gpu_hours_bound, s.rule))  # GPU stages first
+    model = model_estimates(config, stages, root, measured)
     estimates = [s.gpu_hours_estimate for s in stages if s.gpus]
-    known = all(isinstance(e, (int, float)) for e in estimates)
+    known = [e for e in estimates if isinstance(e, (int, float))]
+    unknown = [s.rule for s in stages if s.gpus and not isinstance(s.gpu_hours_estimate, (int, float))]
     return {
         "command": "snakemake --cores all --profile slurm --configfile " + " ".join(shown),
         "stages": [asdict(s) for s in stages],
         "total": {"jobs": sum(s.jobs for s in stages), "gpu_jobs": sum(s.jobs for s in stages if s.gpus),
                   "gpu_hours_bound": round(sum(s.gpu_hours_bound for s in stages), 1),
-                  "gpu_hours_estimate": round(sum(estimates), 1) if known and estimates else "unmeasured"},
-        "estimate_source": measured[1] if measured else UNMEASURED,
+                  "gpu_hours_estimate": ("unmeasured" if not known else round(sum(known), 1) if not unknown
+                                         else f"{round(sum(known), 1)} + unmeasured ({', '.join(unknown)})")},
+        "estimate_source": measured[1] if measured else model.get("basis", UNMEASURED),
+        "estimates": model,
         "downloads": dls,
         "download_gb": round(sum(d["size_gb"] or 0 for d in dls), 1),
         "download_unknown": [d["repo"] for d in dls if d["size_gb"] is None],
@@ -195,11 +232,41 @@ def render(plan: dict[str, Any]) -> str:
         (f"Total: {t['jobs']} jobs, {t['gpu_jobs']} on GPUs; GPU-hours bound (jobs x GPUs x runtime limit): "
          f"{t['gpu_hours_bound']}; estimate: {t['gpu_hours_estimate']}"),
         (f"GPU-hour estimates: {plan['estimate_source']}. The bound is what the runtime limits allow, not a "
-         "measurement."), "",
+         "measurement."), "", *render_estimates(plan.get("estimates") or {}),
         (f"Downloads into hub.cache (sizes approximate, from the model cards): {len(plan['downloads'])} "
          f"repositories, ~{plan['download_gb']} GB"
          + (f" + unknown: {', '.join(plan['download_unknown'])}" if plan["download_unknown"] else "")),
         "", dl.to_markdown(index=False)])
+
+
+def render_estimates(est: dict[str, Any]) -> list[str]:
+    """Per GPU stage the peak memory of its largest job by part, warnings, and Table 2's predictions."""
+    import pandas as pd
+
+    if est.get("error"):
+        return [f"Memory and time estimates unavailable: {est['error']}", ""]
+    lines = []
+    if est.get("stages"):
+        rows = [{"rule": rule, "largest job": r["job"] or "-", "peak GB (est.)": r["peak_gb"] if r["peak_gb"] else "?",
+                 "GPU GB": r["gpu_mem_gb"], "by part (GB)": "; ".join(f"{w} {gb:.1f}" for w, gb in r["parts"]) or
+                 "model not catalogued (tafs/planning/catalogue.py)"} for rule, r in est["stages"].items()]
+        lines += [("Peak GPU memory per job (tafs.planning.memory: weights at their precision + LoRA and AdamW state + "
+                  "the largest phase: training activations, sampling or decoding):"), "",
+                  pd.DataFrame(rows).to_markdown(index=False), ""]
+        lines += [f"  {rule} phases: {', '.join(r['phases'])}" for rule, r in est["stages"].items() if r["phases"]]
+        lines += [f"  {rule} per job: " + ", ".join(f"{run} {j['s_per_iteration']} s/iter, {j['wall_h']} h"
+                                                      for run, j in r["per_job"].items())
+                  for rule, r in est["stages"].items() if r.get("per_job")]
+        lines.append("")
+    lines += [f"WARNING: {w}" for w in est.get("warnings", [])]
+    lines += [f"NOTE: {w}" for w in est.get("runtime_notes", [])]
+    if est.get("table2"):
+        t2 = pd.DataFrame(est["table2"]).rename(columns={
+            "nfe_old": "NFE old", "nfe_theta": "NFE theta", "predicted_s": "predicted s / iter", "paper_s": "paper s / iter"})
+        lines += ["", (f"Table 2: seconds per iteration on 8 x H100 of this config's model, step counts and batch (FLOP model, "
+                  f"MFU {est.get('mfu')} {est.get('mfu_source', '')}), beside the paper's:"), "",
+                  t2.to_markdown(index=False), ""]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
