@@ -100,7 +100,7 @@ def test_toy_benchmark_rows(bench, config, tmp_path):
             assert float(r[k]) > 0, (name, k)
         assert (r["B"], r["G"], r["repeats"]) == ("2", "2", "1")
     assert (rows["tafs_grpo"]["nfe_old"], rows["tafs_grpo"]["nfe_theta"]) == ("4", "3")
-    assert (rows["flow_grpo"]["nfe_old"], rows["flow_grpo"]["nfe_theta"]) == ("10", "9")
+    assert (rows["flow_grpo"]["nfe_old"], rows["flow_grpo"]["nfe_theta"]) == ("10", "6")  # the paper's Flow-GRPO: 10 steps, 6 trained
     assert rows["dance_grpo"]["sampler"] == "dance_sde" and float(rows["dance_grpo"]["eta"]) == 0.25
     assert rows["flow_grpo"]["n_steps"] == "10" and float(rows["flow_grpo"]["eta"]) == 0.7
     assert rows["tafs_grpo"]["n_annealed"] == "3" and rows["tafs_grpo"]["eta"] == ""

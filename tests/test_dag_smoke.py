@@ -49,7 +49,7 @@ def test_models_runs_and_evals(smoke_run):
                     m = json.loads(path.read_text())
                     assert m["model"] == name and m["nfe"] == nfe and m["sampler"] == sampler
     flow = json.loads((smoke_run / "runs/flow_grpo/seed0/train_summary.json").read_text())
-    assert (flow["nfe_old"], flow["nfe_theta"]) == (10, 9) and grid["runs"]["flow_grpo"]["eval_sampler"] == "ode"
+    assert (flow["nfe_old"], flow["nfe_theta"]) == (10, 6) and grid["runs"]["flow_grpo"]["eval_sampler"] == "ode"
     rows = [json.loads(x) for x in (smoke_run / "runs/tafs_grpo/seed0/metrics.jsonl").read_text().splitlines()]
     assert {"reward/clip/step2_pearson_final", "reward/toy_dense/step3_pearson_final"} <= set(rows[0])
     assert not list(smoke_run.rglob(".*.tmp")) and not list(smoke_run.rglob(".metrics*"))  # atomic writes

@@ -169,7 +169,7 @@ def _optimise_stub(minibatches: int = 1):
     def action_loss(traj, cond, rows, j, weights):
         calls.append((j, rows.tolist()))
         v = c[rows, j].mean()
-        return LossParts(v, v, torch.zeros(()), torch.zeros(()), torch.zeros(()), torch.ones(()))
+        return LossParts(v, v, torch.zeros(()), torch.zeros(()), torch.zeros(()), torch.ones(()), torch.zeros(()))
 
     stub = SimpleNamespace(
         cfg=TrainConfig(inner_epochs=1, minibatches=minibatches, micro_batch=0),
