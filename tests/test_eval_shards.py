@@ -139,3 +139,41 @@ def test_runtime_options_do_not_change_the_shard_key():
     base = EvalConfig(metrics={"a": "b"})
     assert identity_of("m", {}, base) == identity_of("m", {}, replace(base, rewards_after_generation=True))
     assert identity_of("m", {}, base) != identity_of("m", {}, replace(base, nfe=3))
+
+
+@pytest.fixture(scope="module")
+def tiny_sd3(tmp_path_factory):
+    from tafs.models.tiny import build_tiny_pipeline
+
+    return build_tiny_pipeline("sd3", tmp_path_factory.mktemp("sd3") / "pipe")
+
+
+@pytest.mark.parametrize("offload, method", [("model", "enable_model_cpu_offload"),
+                                             ("sequential", "enable_sequential_cpu_offload")])
+def test_baseline_offload_calls_diffusers_and_keeps_the_images(tiny_sd3, offload, method, monkeypatch):
+    """Really offloaded (diffusers' accelerate hooks, here onto the CPU as the execution device): the method the
+    option names is called, the other one is not; model offload's images equal the plain pipeline's (sequential
+    offload's hooks cannot run with the CPU as execution device: accelerate fails moving its meta tensors)."""
+    from diffusers import DiffusionPipeline
+
+    from tafs.evaluate_pipeline import BaselineConfig, load_pipeline, pipeline_images
+
+    calls: list[str] = []
+    for name in ("enable_model_cpu_offload", "enable_sequential_cpu_offload"):
+        real = getattr(DiffusionPipeline, name)
+        monkeypatch.setattr(DiffusionPipeline, name,
+                            lambda self, *a, _n=name, _r=real, **k: (calls.append(_n), _r(self, *a, **k))[1])
+    cfg, base = EvalConfig(nfe=2, batch_size=2, seed=3), BaselineConfig(resolution=32)
+    plain = pipeline_images(load_pipeline(tiny_sd3, base, device="cpu"), ["a red ring", "a cube"], cfg, base, False)
+    assert calls == []
+    pipe = load_pipeline(tiny_sd3, replace(base, offload=offload), device="cpu")
+    assert calls == [method] and hasattr(pipe.transformer, "_hf_hook")
+    if offload == "model":
+        assert torch.equal(plain, pipeline_images(pipe, ["a red ring", "a cube"], cfg, base, False))
+
+
+def test_baseline_offload_is_validated():
+    from tafs.evaluate_pipeline import BaselineConfig
+
+    with pytest.raises(ValueError, match="offload"):
+        BaselineConfig(offload="disk")
