@@ -22,6 +22,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from tafs.io import atomic_path, read_json, write_json
+from tafs.paths import eval_shard_file
 from tafs.prompts import Prompt
 from tafs.rewards.base import Reward
 
@@ -76,13 +77,13 @@ class ShardStore:
     """The shard files of one evaluation point (one model, sampler and NFE)."""
 
     def __init__(self, out_dir: Path) -> None:
-        self.dir = Path(out_dir) / "shards"
+        self.dir = Path(out_dir)
 
     def json(self, i: int) -> Path:
-        return self.dir / f"shard{i}.json"
+        return eval_shard_file(self.dir, i, ".json")
 
     def images(self, i: int) -> Path:
-        return self.dir / f"shard{i}.pt"
+        return eval_shard_file(self.dir, i, ".pt")
 
     def load(self, i: int, key: str) -> dict | None:
         """The finished shard ``i`` when it was written under ``key`` (else None: it is (re)computed)."""
