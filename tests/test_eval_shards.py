@@ -177,3 +177,22 @@ def test_baseline_offload_is_validated():
 
     with pytest.raises(ValueError, match="offload"):
         BaselineConfig(offload="disk")
+
+
+def test_dag_passes_the_memory_options_to_the_jobs(tmp_path):
+    """`baselines.<name>.offload` reaches that baseline's --baseline JSON, the eval options every --cfg."""
+    import yaml
+
+    from dag_utils import REPO, run_snakemake, scratch_workflow
+
+    wf = scratch_workflow(tmp_path)
+    presets = ["workflow/presets/sd3_cluster.yaml", "workflow/presets/table1_baselines.yaml"]
+    name = next(iter(yaml.safe_load((REPO / presets[1]).read_text())["baselines"]))
+    extra = {"baselines": {name: {"offload": "sequential"}},
+             "eval": {"rewards_after_generation": True, "shard_size": 64}}
+    (wf / "memory.yaml").write_text(yaml.safe_dump(extra))  # after the presets under the one --configfile
+    res = run_snakemake(wf, "-n", "-p", "--cores", "all", "--configfile", *presets, "memory.yaml")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    (shell,) = [line for line in res.stdout.splitlines() if "evaluate-pipeline" in line and f"--name {name} " in line]
+    assert '"offload": "sequential"' in shell and '"rewards_after_generation": true' in shell
+    assert '"shard_size": 64' in shell
