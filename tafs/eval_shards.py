@@ -111,8 +111,8 @@ class ShardStore:
 def run_shards(images_fn: ShardImagesFn, chosen: Sequence[Prompt], identity: Mapping, shard_size: int,
                store: ShardStore, scorer: Callable[[Sequence[str], Sequence, torch.Tensor], Scores],
                grid_idx: Sequence[int]) -> tuple[Scores, dict[int, torch.Tensor], float, int]:
-    """Every shard (done ones read back): (scores over the whole list, grid images by global index, summed wall
-    time, number of shards generated in this call)."""
+    """Every shard (done ones read back): (scores over the whole list, grid images by global index, summed
+    sampling time, number of shards generated in this call)."""
     scores: Scores = {}
     grid: dict[int, torch.Tensor] = {}
     wall, made = 0.0, 0
@@ -124,12 +124,13 @@ def run_shards(images_fn: ShardImagesFn, chosen: Sequence[Prompt], identity: Map
         if done is None:
             t0 = time.time()
             images = images_fn(span)
+            gen_s = time.time() - t0  # sampling time only, as metrics.json's wall_s always was
             got = scorer([p.text for p in part], [p.metadata for p in part], images)
             keep = {j: images[j - span.start].clone() for j in span if j in want}
-            store.save(i, key, got, keep, time.time() - t0)
+            store.save(i, key, got, keep, gen_s)
             del images
             made += 1
-            done = {"scores": got, "wall_s": time.time() - t0}
+            done = {"scores": got, "wall_s": gen_s}
             log.info("shard %d (%d-%d) done", i, span.start, span.stop)
         for k, v in done["scores"].items():
             scores.setdefault(k, []).extend(float(x) for x in v)

@@ -167,8 +167,14 @@ def _scorer(cfg: EvalConfig, rewards: Mapping[str, Reward] | None) -> Callable:
     if rewards is None and cfg.rewards_after_generation:
         return lambda texts, meta, images: score_one_at_a_time(
             texts, meta, images, cfg.metrics, lambda n: registry.build(n, **cfg.reward_kwargs.get(n, {})))
-    resident = build_rewards(cfg) if rewards is None else rewards
-    return lambda texts, meta, images: score(texts, meta, images, resident)
+    resident: dict[str, Mapping[str, Reward]] = {} if rewards is None else {"r": rewards}
+
+    def scorer(texts: Sequence[str], meta: Sequence, images: torch.Tensor) -> dict:
+        if not resident:  # built at the first shard to score: a fully resumed point loads none
+            resident["r"] = build_rewards(cfg)
+        return score(texts, meta, images, resident["r"])
+
+    return scorer
 
 
 def _grid_images(grid: Mapping[int, torch.Tensor], n: int) -> torch.Tensor:

@@ -90,6 +90,9 @@ def test_killed_run_resumes_with_identical_metrics_generating_only_missing_shard
     resumed = _Spy(backbone)
     sweep_with(resumed, prompts, cfg, [2], "tiny", tmp_path / "resumed", progress=False)
     assert resumed.spans == [(12, 18)]  # only the shard the kill lost
+    again = _Spy(backbone)
+    sweep_with(again, prompts, cfg, [2], "tiny", tmp_path / "resumed", progress=False)
+    assert again.spans == []  # every shard on disk: nothing sampled
     assert _metrics(tmp_path / "once" / "nfe2" / "metrics.json") == \
         _metrics(tmp_path / "resumed" / "nfe2" / "metrics.json")
     assert (tmp_path / "resumed" / "nfe2" / "grid.png").read_bytes() == \
