@@ -21,6 +21,7 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
+from tafs.config import ConfigError
 from tafs.io import atomic_path, read_json, write_json
 from tafs.paths import eval_shard_file
 from tafs.prompts import Prompt
@@ -92,7 +93,7 @@ class ShardStore:
             return None
         try:
             done = read_json(path)
-        except Exception:  # a garbled file is recomputed, never trusted
+        except ConfigError:  # a garbled file is recomputed, never trusted
             return None
         if done.get("key") != key or not self.images(i).exists():
             return None

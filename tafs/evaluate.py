@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -19,14 +18,15 @@ from tqdm.auto import tqdm
 
 from tafs import flow
 from tafs.config import redact
+from tafs.eval_shards import score
 from tafs.io import write_json
 from tafs.models.backbone import Backbone
 from tafs.prompts import Prompt, by_category, check_metadata
 from tafs.rewards.base import Reward
 from tafs.sampling.annealed import sample_annealed
-from tafs.eval_shards import score
 from tafs.sampling.ode import sample_ode
-from tafs.stats import by_category as stats_by_category, category_mean_ci, mean_ci
+from tafs.stats import by_category as stats_by_category
+from tafs.stats import category_mean_ci, mean_ci
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +154,6 @@ def _chance(ref: str | None) -> Callable | None:
 
 # (texts, cfg, progress, span) -> images in [0, 1] of the texts in span (image i seeded by its index in texts)
 ImagesFn = Callable[[Sequence[str], EvalConfig, bool, range], torch.Tensor]
-
-
 GRID_PER_ROW = 8
 
 
@@ -190,13 +188,12 @@ def evaluate(images_fn: ImagesFn, prompts: Sequence[Prompt], cfg: EvalConfig, mo
              progress: bool = True, rewards: Mapping[str, Reward] | None = None,
              info: Mapping[str, str] | None = None) -> dict:
     """Sample the evaluation list of ``prompts`` with ``images_fn``, score it, write ``metrics.json`` + ``grid.png``
-    into ``out_dir``, shard by shard (``out_dir/shards``: a re-run resumes, tafs.eval_shards). ``rewards``: resident
-    reward objects; None builds them (or, with ``cfg.rewards_after_generation``, one at a time per shard). ``images_fn`` is one of our samplers on a backbone, or a diffusers pipeline's own call.
+    into ``out_dir``, shard by shard (``out_dir/shards``: a re-run resumes, tafs.eval_shards). ``rewards``:
+    resident reward objects; None builds them (or, with ``cfg.rewards_after_generation``, one at a time per
+    shard). ``images_fn`` is one of our samplers on a backbone, or a diffusers pipeline's own call.
     ``info``: strings about the model recorded as they are (``model_commit``: the hub commit it was fetched at)."""
-    from tafs.report.grid import save_grid
-
     from tafs.eval_shards import ShardStore, identity_of, run_shards
-    from tafs.report.grid import pick_rows
+    from tafs.report.grid import pick_rows, save_grid
 
     chosen = select_prompts(prompts, cfg.per_category, cfg.images_per_prompt)
     texts = [p.text for p in chosen]

@@ -8,15 +8,14 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import toy_prompts
 
 from tafs.evaluate import EvalConfig, generate, sweep_with
 from tafs.rewards import registry
 from tafs.rewards.base import RewardSpec, check_batch
 
-from conftest import toy_prompts
-
 BRIGHT, RED = "test_shard_bright", "test_shard_red"
-ALIVE: "weakref.WeakSet[_Tracked]" = weakref.WeakSet()
+ALIVE: weakref.WeakSet = weakref.WeakSet()
 PEAK = [0]
 
 
@@ -44,8 +43,8 @@ def registered():
 
 
 def _cfg(**kw) -> EvalConfig:
-    base = dict(per_category=3, batch_size=3, shard_size=6, seed=5,
-                metrics={"bright": BRIGHT, "red": RED, "also_bright": BRIGHT, "dense": "toy_dense"})
+    base = {"per_category": 3, "batch_size": 3, "shard_size": 6, "seed": 5,
+            "metrics": {"bright": BRIGHT, "red": RED, "also_bright": BRIGHT, "dense": "toy_dense"}}
     return EvalConfig(**{**base, **kw})
 
 
@@ -185,7 +184,6 @@ def test_baseline_offload_is_validated():
 def test_dag_passes_the_memory_options_to_the_jobs(tmp_path):
     """`baselines.<name>.offload` reaches that baseline's --baseline JSON, the eval options every --cfg."""
     import yaml
-
     from dag_utils import REPO, run_snakemake, scratch_workflow
 
     wf = scratch_workflow(tmp_path)
