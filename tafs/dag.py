@@ -233,7 +233,7 @@ class Plan:
         """tafs.evaluate_pipeline.BaselineConfig of a baseline, as JSON."""
         entry = self.config["baselines"][name]
         lora = entry.get("lora") or {}
-        cfg = {k: entry[k] for k in ("guidance_scale", "dtype", "pipeline_kwargs") if k in entry}
+        cfg = {k: entry[k] for k in ("guidance_scale", "dtype", "pipeline_kwargs", "offload") if k in entry}
         cfg["resolution"] = entry.get("resolution") or self.config["eval"].get("resolution")
         if lora:
             cfg.update(lora_weight_name=lora.get("weight_name"), lora_scale=float(lora.get("scale", 1.0)))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -19,13 +18,15 @@ from tqdm.auto import tqdm
 
 from tafs import flow
 from tafs.config import redact
+from tafs.eval_shards import score
 from tafs.io import write_json
 from tafs.models.backbone import Backbone
 from tafs.prompts import Prompt, by_category, check_metadata
 from tafs.rewards.base import Reward
 from tafs.sampling.annealed import sample_annealed
 from tafs.sampling.ode import sample_ode
-from tafs.stats import by_category as stats_by_category, category_mean_ci, mean_ci
+from tafs.stats import by_category as stats_by_category
+from tafs.stats import category_mean_ci, mean_ci
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ class EvalConfig:
     category_mean: list = field(default_factory=list)  # metric keys averaged over categories (GenEval overall)
     reward_kwargs: dict = field(default_factory=dict)  # reward name -> factory kwargs (config reward_models)
     chance: str | None = None  # "module:function(prompts, seed)": the task's chance levels, if it has any
+    shard_size: int = 128  # images per resumable shard (tafs.eval_shards); a multiple of batch_size keeps batches
+    rewards_after_generation: bool = False  # build each reward model per shard after sampling, one at a time
 
     def __post_init__(self) -> None:
         if self.ode_grid not in ODE_GRIDS:
@@ -76,8 +79,10 @@ def ode_grid(backbone: Backbone, cfg: EvalConfig) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(backbone: Backbone, texts: Sequence[str], cfg: EvalConfig, progress: bool = True) -> torch.Tensor:
-    """Images (N, 3, H, W) in [0, 1] for the texts, with the configured sampler and NFE."""
+def generate(backbone: Backbone, texts: Sequence[str], cfg: EvalConfig, progress: bool = True,
+             span: range | None = None) -> torch.Tensor:
+    """Images (N, 3, H, W) in [0, 1] for the texts (those in ``span`` only, when given), with the configured
+    sampler and NFE; image i has the same noise whatever the span."""
     if cfg.sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {cfg.sampler!r}")
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -86,9 +91,10 @@ def generate(backbone: Backbone, texts: Sequence[str], cfg: EvalConfig, progress
     shift = backbone.default_shift if cfg.shift is None else cfg.shift
     grid = ode_grid(backbone, cfg) if cfg.sampler == "ode" else None
     out = []
-    starts = range(0, len(texts), cfg.batch_size)
+    span = range(len(texts)) if span is None else span
+    starts = range(span.start, span.stop, cfg.batch_size)
     for i in tqdm(starts, desc=f"{cfg.sampler}@{cfg.nfe}", disable=not progress, mininterval=5):
-        batch = list(texts[i:i + cfg.batch_size])
+        batch = list(texts[i:min(i + cfg.batch_size, span.stop)])
         cond = backbone.encode(batch)
         noise = noise_all[i:i + len(batch)].to(backbone.device)
         if cfg.sampler == "ode":
@@ -114,20 +120,27 @@ def summarize(prompts: Sequence[Prompt], images: torch.Tensor, rewards: Mapping[
               category_mean: Sequence[str] = ()) -> dict:
     """Each metric: mean with its 95 % CI over images, and per category when the prompts have categories."""
     texts, meta = [p.text for p in prompts], [p.metadata for p in prompts]
+    return summarize_scores(prompts, score(texts, meta, images, rewards), category_mean)
+
+
+def summarize_scores(prompts: Sequence[Prompt], scores: Mapping[str, Sequence[float]],
+                     category_mean: Sequence[str] = ()) -> dict:
+    """``summarize`` from per-image scores (metric key -> one score per prompt)."""
     cats = [p.category for p in prompts]
+    n = len(prompts)
     out = {}
-    for key, fn in rewards.items():
-        vals = [float(v) for v in fn(texts, meta, images)]
+    for key, vals in scores.items():
+        vals = [float(v) for v in vals]
         ok = [i for i, v in enumerate(vals) if not math.isnan(v)]  # NaN: the reward could not score it
         vals, kept_cats = [vals[i] for i in ok], [cats[i] for i in ok]
         overall = category_mean_ci(kept_cats, vals) if key in category_mean and None not in cats else \
             mean_ci(vals, "normal")
         out[key] = {**overall.as_dict(),
                     "by_category": stats_by_category(kept_cats, vals) if None not in cats else {}}
-        if len(ok) < len(texts):
-            out[key]["invalid"] = len(texts) - len(ok)  # reported in the tables' notes, never scored
+        if len(ok) < n:
+            out[key]["invalid"] = n - len(ok)  # reported in the tables' notes, never scored
             log.warning("metric %s: %d of %d images could not be scored (excluded from the mean)", key,
-                        len(texts) - len(ok), len(texts))
+                        n - len(ok), n)
     return out
 
 
@@ -139,30 +152,63 @@ def _chance(ref: str | None) -> Callable | None:
     return resolve_callable(ref, "eval.chance")
 
 
-ImagesFn = Callable[[Sequence[str], EvalConfig, bool], torch.Tensor]  # (texts, cfg, progress) -> images in [0, 1]
+# (texts, cfg, progress, span) -> images in [0, 1] of the texts in span (image i seeded by its index in texts)
+ImagesFn = Callable[[Sequence[str], EvalConfig, bool, range], torch.Tensor]
+GRID_PER_ROW = 8
+
+
+def _scorer(cfg: EvalConfig, rewards: Mapping[str, Reward] | None) -> Callable:
+    """Scores a shard: with resident ``rewards``, or (``rewards_after_generation``) each reward built then freed."""
+    from tafs.eval_shards import score_one_at_a_time
+    from tafs.rewards import registry
+
+    if rewards is None and cfg.rewards_after_generation:
+        return lambda texts, meta, images: score_one_at_a_time(
+            texts, meta, images, cfg.metrics, lambda n: registry.build(n, **cfg.reward_kwargs.get(n, {})))
+    resident: dict[str, Mapping[str, Reward]] = {} if rewards is None else {"r": rewards}
+
+    def scorer(texts: Sequence[str], meta: Sequence, images: torch.Tensor) -> dict:
+        if not resident:  # built at the first shard to score: a fully resumed point loads none
+            resident["r"] = build_rewards(cfg)
+        return score(texts, meta, images, resident["r"])
+
+    return scorer
+
+
+def _grid_images(grid: Mapping[int, torch.Tensor], n: int) -> torch.Tensor:
+    """A (n, ...) tensor holding the grid's images at their indices (zeros elsewhere; the grid never shows them)."""
+    first = next(iter(grid.values()))
+    out = torch.zeros((n, *first.shape), dtype=first.dtype)
+    for i, img in grid.items():
+        out[i] = img
+    return out
 
 
 def evaluate(images_fn: ImagesFn, prompts: Sequence[Prompt], cfg: EvalConfig, model_name: str, out_dir: Path,
              progress: bool = True, rewards: Mapping[str, Reward] | None = None,
              info: Mapping[str, str] | None = None) -> dict:
     """Sample the evaluation list of ``prompts`` with ``images_fn``, score it, write ``metrics.json`` + ``grid.png``
-    into ``out_dir``. ``images_fn`` is one of our samplers on a backbone, or a diffusers pipeline's own call.
+    into ``out_dir``, shard by shard (``out_dir/shards``: a re-run resumes, tafs.eval_shards). ``rewards``:
+    resident reward objects; None builds them (or, with ``cfg.rewards_after_generation``, one at a time per
+    shard). ``images_fn`` is one of our samplers on a backbone, or a diffusers pipeline's own call.
     ``info``: strings about the model recorded as they are (``model_commit``: the hub commit it was fetched at)."""
-    from tafs.report.grid import save_grid
+    from tafs.eval_shards import ShardStore, identity_of, run_shards
+    from tafs.report.grid import pick_rows, save_grid
 
     chosen = select_prompts(prompts, cfg.per_category, cfg.images_per_prompt)
-    rewards = build_rewards(cfg) if rewards is None else rewards
-    t0 = time.time()
-    images = images_fn([p.text for p in chosen], cfg, progress)
-    wall = time.time() - t0
+    texts = [p.text for p in chosen]
+    scores, grid, wall, _ = run_shards(lambda span: images_fn(texts, cfg, progress, span), chosen,
+                                       identity_of(model_name, info, cfg), cfg.shard_size, ShardStore(out_dir),
+                                       _scorer(cfg, rewards), pick_rows(chosen, GRID_PER_ROW))
     metrics = {"model": model_name, **(info or {}), "sampler": cfg.sampler, "nfe": cfg.nfe, "n": len(chosen),
-               "metrics": summarize(chosen, images, rewards, cfg.category_mean)}
+               "metrics": summarize_scores(chosen, scores, cfg.category_mean)}
     chance = _chance(cfg.chance)
     if chance is not None:
         metrics["chance"] = chance(chosen, cfg.seed)
     metrics.update(wall_s=wall, config=redact(asdict(cfg)))
     out_dir = Path(out_dir)
-    save_grid(images, chosen, out_dir / "grid.png", title=f"{model_name} · {cfg.sampler} · {cfg.nfe} NFE")
+    save_grid(_grid_images(grid, len(chosen)), chosen, out_dir / "grid.png",
+              title=f"{model_name} · {cfg.sampler} · {cfg.nfe} NFE", per_row=GRID_PER_ROW)
     write_json(out_dir / "metrics.json", metrics)
     return metrics
 
@@ -176,7 +222,7 @@ def sweep_with(images_fn: ImagesFn, prompts: Sequence[Prompt], cfg: EvalConfig, 
     if bad:
         raise ValueError(f"NFE must be >= 1, got {bad}")
     check_metadata(prompts, {r: registry.spec(r).needs for r in set(cfg.metrics.values())}, "evaluation prompts")
-    rewards = build_rewards(cfg)
+    rewards = None if cfg.rewards_after_generation else build_rewards(cfg)
     return [evaluate(images_fn, prompts, replace(cfg, nfe=n), model_name, Path(out_root) / f"nfe{n}", progress,
                      rewards, info) for n in nfes]
 
@@ -184,5 +230,5 @@ def sweep_with(images_fn: ImagesFn, prompts: Sequence[Prompt], cfg: EvalConfig, 
 def sweep(backbone: Backbone, prompts: Sequence[Prompt], cfg: EvalConfig, nfes: list[int], model_name: str,
           out_root: Path, progress: bool = True, info: Mapping[str, str] | None = None) -> list[dict]:
     """A backbone's sweep with our samplers (``cfg.sampler``: the Euler ODE or the annealed chain)."""
-    return sweep_with(lambda texts, c, p: generate(backbone, texts, c, p), prompts, cfg, nfes, model_name, out_root,
+    return sweep_with(lambda texts, c, p, span: generate(backbone, texts, c, p, span), prompts, cfg, nfes, model_name, out_root,
                       progress, info)

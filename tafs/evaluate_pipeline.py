@@ -20,6 +20,7 @@ from tafs.models.options import DTYPES, torch_dtype
 from tafs.prompts import Prompt
 
 SAMPLER = "pipeline"
+OFFLOADS = (None, "model", "sequential")
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,13 @@ class BaselineConfig:
     # Components the pipeline folder lacks (HiDream's Llama text encoder): name -> {path, class, kwargs};
     # ``class`` is "package.Class" with a ``from_pretrained`` (e.g. transformers.LlamaForCausalLM).
     components: dict = field(default_factory=dict)
+    # Diffusers' CPU offload: "model" (enable_model_cpu_offload: one component on the GPU at a time) or
+    # "sequential" (enable_sequential_cpu_offload: layer by layer, least memory, slowest); None: all on the device.
+    offload: str | None = None
 
     def __post_init__(self) -> None:
+        if self.offload not in OFFLOADS:
+            raise ValueError(f"baselines.<name>.offload must be one of {OFFLOADS}, got {self.offload!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"baselines.<name>.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
 
@@ -53,7 +59,19 @@ def load_pipeline(path: str | Path, cfg: BaselineConfig, lora: str | Path | None
         pipe.load_lora_weights(str(lora), **kwargs)
         pipe.fuse_lora(lora_scale=cfg.lora_scale)
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device or default_device())
+    return place(pipe, cfg.offload, device or default_device())
+
+
+def place(pipe: Any, offload: str | None, device: str | torch.device) -> Any:
+    """The pipeline on ``device``, or offloaded to the CPU with diffusers' hooks moving it onto ``device``
+    as it runs (they need accelerate; the pipeline must not be moved with ``.to`` afterwards)."""
+    if offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    else:
+        pipe = pipe.to(device)
+    return pipe
 
 
 def load_component(spec: dict, dtype: str, where: str) -> Any:
@@ -69,18 +87,19 @@ def load_component(spec: dict, dtype: str, where: str) -> Any:
 
 
 def pipeline_images(pipe: Any, texts: Sequence[str], cfg: EvalConfig, base: BaselineConfig,
-                    progress: bool = True) -> torch.Tensor:
-    """Images (N, 3, H, W) in [0, 1] from the pipeline's own call at ``cfg.nfe`` steps; image i is seeded by
-    ``cfg.seed + i`` whatever the batch size."""
+                    progress: bool = True, span: range | None = None) -> torch.Tensor:
+    """Images (N, 3, H, W) in [0, 1] from the pipeline's own call at ``cfg.nfe`` steps for the texts (those in
+    ``span`` only, when given); image i is seeded by ``cfg.seed + i`` whatever the batch size or span."""
     kwargs: dict[str, Any] = dict(base.pipeline_kwargs)
     if base.guidance_scale is not None:
         kwargs["guidance_scale"] = base.guidance_scale
     if base.resolution is not None:
         kwargs.update(height=base.resolution, width=base.resolution)
     out = []
-    starts = range(0, len(texts), cfg.batch_size)
+    span = range(len(texts)) if span is None else span
+    starts = range(span.start, span.stop, cfg.batch_size)
     for i in tqdm(starts, desc=f"pipeline@{cfg.nfe}", disable=not progress, mininterval=5):
-        batch = list(texts[i:i + cfg.batch_size])
+        batch = list(texts[i:min(i + cfg.batch_size, span.stop)])
         gens = [torch.Generator().manual_seed(cfg.seed + i + j) for j in range(len(batch))]
         with torch.no_grad():
             images = pipe(prompt=batch, num_inference_steps=cfg.nfe, generator=gens, output_type="pt", **kwargs).images
@@ -94,5 +113,5 @@ def sweep_pipeline(pipe: Any, prompts: Sequence[Prompt], cfg: EvalConfig, base: 
     from dataclasses import replace
 
     cfg = replace(cfg, sampler=SAMPLER)
-    return sweep_with(lambda texts, c, p: pipeline_images(pipe, texts, c, base, p), prompts, cfg, nfes, name,
+    return sweep_with(lambda texts, c, p, span: pipeline_images(pipe, texts, c, base, p, span), prompts, cfg, nfes, name,
                       out_root, progress, info)

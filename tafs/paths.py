@@ -8,6 +8,8 @@
     {root}/runs/{run}/seed{S}/                      adapter/, metrics.jsonl, train_summary.json
     {root}/eval/{model}/{sampler}/nfe{N}/           metrics.json, grid.png; {model} is a ModelRef key:
                                                     base | runs/{run}/seed{S} | baselines/{name}
+        .../nfe{N}/shards/shard{i}.json, .pt        one prompt shard's per-image scores, its grid images
+                                                    (what a killed evaluation resumes from; eval_shard_file)
     {root}/tables/, figures/, report.html           Tables 1-7, Figure 4, the Snakemake report
     {root}/mlflow.db, mlflow/                       MLflow store and artifacts
     {root}/logs/, checkpoints/                      one log per job; resumable state (outside outputs)
@@ -193,6 +195,11 @@ class Layout:
                 for nfe_dir, m in _children(sampler_dir, _NFE):
                     if (nfe_dir / "metrics.json").is_file():
                         yield EvalEntry(model, sampler_dir.name, int(m.group(1)), nfe_dir)
+
+
+def eval_shard_file(eval_dir: Path, i: int, suffix: str) -> Path:
+    """Shard ``i`` of an evaluation point (``Layout.eval_dir``): ``.json`` its scores, ``.pt`` its grid images."""
+    return Path(eval_dir) / "shards" / f"shard{i}{suffix}"
 
 
 def _children(parent: Path, pattern: re.Pattern[str]) -> list[tuple[Path, re.Match[str]]]:
