@@ -11,6 +11,7 @@
     {root}/tables/, figures/, report.html           Tables 1-7, Figure 4, the Snakemake report
     {root}/mlflow.db, mlflow/                       MLflow store and artifacts
     {root}/logs/, checkpoints/                      one log per job; resumable state (outside outputs)
+    {checkpoints}/runs/{run}/seed{S}/snapshots/iter{N:05d}/   intermediate adapters (train.snapshot_every)
 
 Every method returns a ``Path``; wildcard strings (``"{run}"``) pass through, so the rules build their
 patterns from the same functions that the readers use.
@@ -193,6 +194,17 @@ class Layout:
                 for nfe_dir, m in _children(sampler_dir, _NFE):
                     if (nfe_dir / "metrics.json").is_file():
                         yield EvalEntry(model, sampler_dir.name, int(m.group(1)), nfe_dir)
+
+
+def snapshots_dir(ckpt_dir: str | Path) -> Path:
+    """A run's intermediate adapters: in its checkpoint folder, outside the declared outputs, so that
+    Snakemake does not delete them when it re-runs the job."""
+    return Path(ckpt_dir) / "snapshots"
+
+
+def snapshot_dir(ckpt_dir: str | Path, iteration: int) -> Path:
+    """The adapter written after ``iteration`` iterations."""
+    return snapshots_dir(ckpt_dir) / f"iter{iteration:05d}"
 
 
 def _children(parent: Path, pattern: re.Pattern[str]) -> list[tuple[Path, re.Match[str]]]:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from tafs.checkpoint import save_checkpoint
 from tafs.config import ConfigError, redact
-from tafs.io import append_jsonl, atomic_path, read_jsonl
+from tafs.io import append_jsonl, atomic_dir, atomic_path, read_jsonl, write_json
 from tafs.models.backbone import Backbone, Cond, LoraSpec
 from tafs.models.text_cache import TextEmbeddingCache
 from tafs.prompts import Prompt, by_category, check_metadata
@@ -45,8 +45,9 @@ from tafs.train.loss import ppo_clip_loss
 from tafs.train.methods import Method, MethodConfig
 from tafs.train.passes import action_rows, actions_per_sample, micro_chunks, policy_step, trained_actions
 from tafs.train.ratio import OLD_LOGPROB, RatioProbe, training_pass, wants_recompute
-from tafs.train.scoring import finite, reward_rows
+from tafs.train import snapshots
 from tafs.train.preempt import Preempted, StopRequest, agreed
+from tafs.train.scoring import finite, reward_rows
 from tafs.train.resume import checkpoint_identity, resume_state
 from tafs.train.shard import Shard, local_rows
 
@@ -95,6 +96,8 @@ class TrainConfig:
     cfg_detach_uncond: bool = False  # training pass: no gradient through the CFG negative branch (Flow-GRPO, SD3)
     ema: EmaConfig = field(default_factory=EmaConfig)  # an EMA of the LoRA weights, exported (tafs/train/ema.py)
     max_runtime_min: float | None = None  # checkpoint and stop (tafs.train.preempt) before this budget is passed
+    snapshot_every: int | None = None  # an intermediate adapter every N iterations (tafs/train/snapshots.py)
+    snapshot_keep_last: int | None = None  # keep the K newest snapshots (None: all)
     lora: LoraConfig = field(default_factory=LoraConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
@@ -108,6 +111,7 @@ class TrainConfig:
             raise ValueError(f"train.old_logprob must be one of {OLD_LOGPROB}, got {self.old_logprob!r}")
         if not isinstance(self.cfg_detach_uncond, bool):
             raise ValueError(f"train.cfg_detach_uncond must be true or false, got {self.cfg_detach_uncond!r}")
+        snapshots.check(self.snapshot_every, self.snapshot_keep_last)
 
 
 def draw_prompts(prompts: Sequence[Prompt], n: int, rng: np.random.Generator, mode: str = "balanced") -> list[Prompt]:
@@ -348,8 +352,9 @@ class Trainer:
         process hands every iteration's row to ``on_iteration`` (live tracking)."""
         resumed = resume and self.try_resume()
         mpath = self.ckpt_dir / "metrics.jsonl"
-        if not resumed and mpath.exists():
-            mpath.unlink()
+        if not resumed:
+            mpath.unlink(missing_ok=True)
+            snapshots.clear(self)
         t0 = time.time()
         bar = tqdm(total=self.cfg.iterations, initial=self.iteration, desc="train", unit="it", mininterval=5,
                    disable=not self.accel.is_main_process)
@@ -365,6 +370,7 @@ class Trainer:
                         on_iteration(row)
                 bar.update(1)
                 bar.set_postfix(reward=f"{row[f'reward/{next(iter(self.rewards))}/final_mean']:.3f}")
+                snapshots.after_iteration(self)  # before the checkpoint: a resumed run re-writes a missed one
                 if self.iteration % self.cfg.checkpoint_every == 0 or self.iteration == self.cfg.iterations:
                     self.save_checkpoint()
                 why = agreed(stop.reason(row["time_iter_s"]), lambda v: self.shard.sum_scalars(v, self.accel.device))
@@ -377,8 +383,6 @@ class Trainer:
 
     def export(self, out_dir: Path, summary: dict) -> None:
         """Write the run folder: adapter/ (peft, safetensors), metrics.jsonl, train_summary.json."""
-        from tafs.io import atomic_dir, write_json
-
         if not self.accel.is_main_process:
             return
         out_dir = Path(out_dir)
