@@ -12,6 +12,7 @@
     {root}/mlflow.db, mlflow/                       MLflow store and artifacts
     {root}/logs/, checkpoints/                      one log per job; resumable state (outside outputs)
     {checkpoints}/runs/{run}/seed{S}/snapshots/iter{N:05d}/   intermediate adapters (train.snapshot_every)
+    {checkpoints}/runs/{run}/seed{S}/eval_grids/iter{N:05d}.png  in-training evaluation grids (train.eval_every)
 
 Every method returns a ``Path``; wildcard strings (``"{run}"``) pass through, so the rules build their
 patterns from the same functions that the readers use.
@@ -205,6 +206,11 @@ def snapshots_dir(ckpt_dir: str | Path) -> Path:
 def snapshot_dir(ckpt_dir: str | Path, iteration: int) -> Path:
     """The adapter written after ``iteration`` iterations."""
     return snapshots_dir(ckpt_dir) / f"iter{iteration:05d}"
+
+
+def eval_grid_png(ckpt_dir: str | Path, iteration: int) -> Path:
+    """The sample grid of the in-training evaluation after ``iteration`` iterations (train.eval_every)."""
+    return Path(ckpt_dir) / "eval_grids" / f"iter{iteration:05d}.png"
 
 
 def _children(parent: Path, pattern: re.Pattern[str]) -> list[tuple[Path, re.Match[str]]]:
