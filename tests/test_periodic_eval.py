@@ -18,6 +18,7 @@ from tafs.paths import eval_grid_png
 from tafs.prompts import write_prompt_file
 from tafs.rewards import registry
 from tafs.train.identity import train_identity
+from tafs.train.periodic_eval import PeriodicEval
 from tafs.train.trainer import Trainer, TrainConfig
 
 from conftest import brightness_reward, toy_prompts
@@ -91,9 +92,28 @@ def test_every_m_iterations(tiny_model_dir, tmp_path, eval_job):
 
 
 def test_settings_are_checked_and_not_the_identity(eval_job):
-    with pytest.raises(ValueError, match="eval_job"):
-        from_dict(TrainConfig, deep_merge(BASE, {"eval_every": 1}), "train")
+    with pytest.raises(ValueError, match="eval_job"):  # at the start of the run: the DAG fills it in per job
+        PeriodicEval.build(from_dict(TrainConfig, deep_merge(BASE, {"eval_every": 1}), "train"), {})
     with pytest.raises(ValueError, match="eval_prompts"):
         from_dict(TrainConfig, deep_merge(BASE, {"eval_prompts": 0}), "train")
     cfg = asdict(from_dict(TrainConfig, BASE, "train"))
     assert train_identity(cfg) == train_identity({**cfg, "eval_every": 5, "eval_prompts": 3, "eval_job": eval_job})
+
+
+def test_dag_fills_in_the_eval_job_untracked():
+    """The train job's runtime part (untracked) carries the evaluation prompts, the task's metrics, the run's
+    declared sampler at tables.main_nfe; the identity is the same with and without; the rule reads the prompts."""
+    import yaml
+
+    from tafs.dag import Plan
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    off, on = Plan(cfg), Plan(deep_merge(cfg, {"train": {"eval_every": 5, "eval_prompts": 4}}))
+    run_name = next(iter(on.grid.runs))
+    (id_off, rt_off), (id_on, rt_on) = off.train_job(run_name, 0), on.train_job(run_name, 0)
+    assert id_off == id_on and "eval_job" not in rt_off["train"] and off.train_eval_inputs(run_name) == []
+    job = rt_on["train"]["eval_job"]
+    assert job["prompts"] == on.eval_prompts() and job["prompts"] in on.train_eval_inputs(run_name)
+    assert job["eval"]["sampler"] == on.grid.runs[run_name].eval_sampler
+    assert job["eval"]["nfe"] == cfg["tables"]["main_nfe"]
+    assert job["eval"]["metrics"] == on.eval_cfg()["metrics"] and job["eval"]["metrics"]

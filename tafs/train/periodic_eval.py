@@ -12,7 +12,7 @@ without it. It scores the weights the run exports (the EMA when kept), on the ma
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import torch
 
@@ -35,15 +35,13 @@ class PeriodicEval:
     rewards: dict[str, Reward]
 
     @staticmethod
-    def check(every: int | None, n_prompts: int, job: Mapping[str, Any]) -> None:
-        """Refuse bad values; with ``every`` set, ``job`` must name the prompt file and the metrics."""
+    def check(every: int | None, n_prompts: int) -> None:
+        """Refuse bad values (``eval_job`` is checked when the run starts: the DAG fills it in per job, after
+        the method presets' configs are checked)."""
         if every is not None and (not isinstance(every, int) or every < 0):
             raise ValueError(f"train.eval_every must be a non-negative integer or null, got {every!r}")
         if not isinstance(n_prompts, int) or n_prompts < 1:
             raise ValueError(f"train.eval_prompts must be a positive integer, got {n_prompts!r}")
-        if every and not (job.get("prompts") and (job.get("eval") or {}).get("metrics")):
-            raise ValueError("train.eval_every needs train.eval_job = {\"prompts\": <file>, \"eval\": {\"metrics\": ...}}"
-                             " (the DAG fills it in)")
 
     @classmethod
     def build(cls, cfg: TrainConfig, train_rewards: Mapping[str, Reward]) -> PeriodicEval | None:
@@ -51,6 +49,10 @@ class PeriodicEval:
         (a reward model is loaded once); the others are built here."""
         if not cfg.eval_every:
             return None
+        job = cfg.eval_job
+        if not (job.get("prompts") and (job.get("eval") or {}).get("metrics")):
+            raise ConfigError("train.eval_every needs train.eval_job = {\"prompts\": <file>, \"eval\": {\"metrics\": "
+                              "...}} (the DAG fills it in)")
         ecfg = replace(from_dict(EvalConfig, dict(cfg.eval_job["eval"]), "train.eval_job.eval"),
                        per_category=None, images_per_prompt=1)
         prompts = read_prompt_file(cfg.eval_job["prompts"])[:cfg.eval_prompts]

@@ -115,7 +115,7 @@ class TrainConfig:
         if not isinstance(self.cfg_detach_uncond, bool):
             raise ValueError(f"train.cfg_detach_uncond must be true or false, got {self.cfg_detach_uncond!r}")
         snapshots.check(self.snapshot_every, self.snapshot_keep_last)
-        PeriodicEval.check(self.eval_every, self.eval_prompts, self.eval_job)
+        PeriodicEval.check(self.eval_every, self.eval_prompts)
 
 
 def draw_prompts(prompts: Sequence[Prompt], n: int, rng: np.random.Generator, mode: str = "balanced") -> list[Prompt]:
