@@ -65,7 +65,7 @@ def eval_rows(ckpt: Path) -> list[dict]:
 
 
 def test_eval_rows_are_finite_repeatable_and_leave_training_alone(tiny_model_dir, tmp_path, eval_job):
-    on = dict(eval_every=1, eval_prompts=3, eval_job=eval_job)
+    on = {"eval_every": 1, "eval_prompts": 3, "eval_job": eval_job}
     a = run(tiny_model_dir, tmp_path / "a", **on)
     rows = eval_rows(tmp_path / "a")
     assert [sorted(r) for r in rows] == [["eval/bright", "eval/other"]] * 2
@@ -81,7 +81,7 @@ def test_eval_rows_are_finite_repeatable_and_leave_training_alone(tiny_model_dir
     assert eval_rows(tmp_path / "off") == [{}, {}]
     trained, plain = lora(a), lora(off)
     assert set(trained) == set(plain) and all(torch.equal(trained[k], plain[k]) for k in plain)
-    strip = lambda r: {k: v for k, v in r.items() if not k.startswith(("eval/", "time"))}  # noqa: E731
+    strip = lambda r: {k: v for k, v in r.items() if not k.startswith(("eval/", "time"))}
     assert [strip(r) for r in read_jsonl(tmp_path / "a" / "metrics.jsonl")] == \
         [strip(r) for r in read_jsonl(tmp_path / "off" / "metrics.jsonl")]
 

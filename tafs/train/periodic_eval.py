@@ -11,8 +11,10 @@ without it. It scores the weights the run exports (the EMA when kept), on the ma
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -24,7 +26,7 @@ from tafs.rewards.base import Reward
 from tafs.train.ema import LoraEma
 
 if TYPE_CHECKING:
-    from tafs.train.trainer import Trainer, TrainConfig
+    from tafs.train.trainer import TrainConfig, Trainer
 
 
 @dataclass
@@ -65,11 +67,14 @@ class PeriodicEval:
 
     @staticmethod
     def after_iteration(trainer: Trainer) -> dict[str, float]:
-        """``eval/<metric>`` means when the trainer's evaluation is due after this iteration, else nothing."""
+        """``eval/<metric>`` means (and the seconds it took) when the trainer's evaluation is due after this
+        iteration, else nothing."""
         ev = trainer.periodic_eval
         if ev is None or trainer.iteration % ev.every:
             return {}
-        return ev.evaluate(trainer)
+        t0 = time.time()
+        out = ev.evaluate(trainer)
+        return {**out, "time_eval_s": time.time() - t0}  # not in time_iter_s: sec_per_iter stays comparable
 
     def evaluate(self, trainer: Trainer) -> dict[str, float]:
         """Sample, score, save the grid; the denoiser's train/eval mode and the global RNG are left as found."""

@@ -31,6 +31,7 @@ from tafs.rewards import registry
 from tafs.sampling.noise import initial_noise, sharded
 from tafs.sampling.trajectory import Trajectory, concat
 from tafs.seeding import seed_everything, step_generators
+from tafs.train import snapshots
 from tafs.train.advantages import (
     AdvantageConfig,
     action_weights,
@@ -43,12 +44,11 @@ from tafs.train.ema import EmaConfig, LoraEma
 from tafs.train.loss import ppo_clip_loss
 from tafs.train.methods import Method, MethodConfig
 from tafs.train.passes import action_rows, actions_per_sample, micro_chunks, policy_step, trained_actions
-from tafs.train.ratio import OLD_LOGPROB, RatioProbe, training_pass, wants_recompute
-from tafs.train import snapshots
 from tafs.train.periodic_eval import PeriodicEval
 from tafs.train.preempt import Preempted, StopRequest, agreed
-from tafs.train.scoring import finite, reward_rows
+from tafs.train.ratio import OLD_LOGPROB, RatioProbe, training_pass, wants_recompute
 from tafs.train.resume import checkpoint_identity, drop_metrics_after, resume_state
+from tafs.train.scoring import finite, reward_rows
 from tafs.train.shard import Shard, local_rows
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class TrainConfig:
     max_runtime_min: float | None = None  # checkpoint and stop (tafs.train.preempt) before this budget is passed
     snapshot_every: int | None = None  # an intermediate adapter every N iterations (tafs/train/snapshots.py)
     snapshot_keep_last: int | None = None  # keep the K newest snapshots (None: all)
-    eval_every: int | None = None  # evaluate every M iterations on eval_prompts test prompts (tafs/train/periodic_eval.py)
+    eval_every: int | None = None  # evaluate every M iterations (tafs/train/periodic_eval.py)
     eval_prompts: int = 16  # the first P prompts of the evaluation file
     eval_job: dict = field(default_factory=dict)  # {"prompts": file, "eval": EvalConfig kwargs}; the DAG fills it in
     lora: LoraConfig = field(default_factory=LoraConfig)
