@@ -208,9 +208,14 @@ def snapshot_dir(ckpt_dir: str | Path, iteration: int) -> Path:
     return snapshots_dir(ckpt_dir) / f"iter{iteration:05d}"
 
 
+def eval_grids_dir(ckpt_dir: str | Path) -> Path:
+    """A run's in-training evaluation grids (train.eval_every), beside its snapshots."""
+    return Path(ckpt_dir) / "eval_grids"
+
+
 def eval_grid_png(ckpt_dir: str | Path, iteration: int) -> Path:
-    """The sample grid of the in-training evaluation after ``iteration`` iterations (train.eval_every)."""
-    return Path(ckpt_dir) / "eval_grids" / f"iter{iteration:05d}.png"
+    """The sample grid of the in-training evaluation after ``iteration`` iterations."""
+    return eval_grids_dir(ckpt_dir) / f"iter{iteration:05d}.png"
 
 
 def _children(parent: Path, pattern: re.Pattern[str]) -> list[tuple[Path, re.Match[str]]]:

@@ -117,3 +117,14 @@ def test_dag_fills_in_the_eval_job_untracked():
     assert job["eval"]["sampler"] == on.grid.runs[run_name].eval_sampler
     assert job["eval"]["nfe"] == cfg["tables"]["main_nfe"]
     assert job["eval"]["metrics"] == on.eval_cfg()["metrics"] and job["eval"]["metrics"]
+
+
+def test_a_resumed_run_logs_the_same_eval_rows(tiny_model_dir, tmp_path, eval_job):
+    on = {"eval_every": 1, "eval_prompts": 2, "eval_job": eval_job, "iterations": 3}
+    whole = eval_rows(run(tiny_model_dir, tmp_path / "whole", **on).ckpt_dir)
+    cfg = from_dict(TrainConfig, deep_merge(BASE, on), "train")
+    first = Trainer(load_backbone(tiny_model_dir, device="cpu"), cfg, tmp_path / "sliced", toy_prompts("train"))
+    first.run(resume=False, stop_after=2)
+    second = Trainer(load_backbone(tiny_model_dir, device="cpu"), cfg, tmp_path / "sliced", toy_prompts("train"))
+    assert second.run()["resumed"]
+    assert eval_rows(tmp_path / "sliced") == whole

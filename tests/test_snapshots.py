@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from tafs.config import deep_merge, from_dict
 from tafs.models.loading import load_backbone
-from tafs.paths import snapshot_dir, snapshots_dir
+from tafs.paths import eval_grid_png, snapshot_dir, snapshots_dir
 from tafs.rewards import registry
 from tafs.train import snapshots
 from tafs.train.identity import train_identity
@@ -89,8 +89,11 @@ def test_fresh_start_drops_the_earlier_runs_snapshots(tiny_model_dir, tmp_path):
     ckpt = tmp_path / "ck"
     stale = snapshot_dir(ckpt, 7)
     stale.mkdir(parents=True)
+    grid = eval_grid_png(ckpt, 7)
+    grid.parent.mkdir(parents=True)
+    grid.write_bytes(b"")
     make_trainer(tiny_model_dir, ckpt, snapshot_every=2).run(resume=False)
-    assert names(ckpt) == ["iter00002"]
+    assert names(ckpt) == ["iter00002"] and not grid.exists()
 
 
 def test_off_by_default_and_every_n(tiny_model_dir, tmp_path):

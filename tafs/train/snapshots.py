@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tafs.io import atomic_dir
-from tafs.paths import snapshot_dir, snapshots_dir
+from tafs.paths import eval_grids_dir, snapshot_dir, snapshots_dir
 from tafs.train.ema import LoraEma
 
 if TYPE_CHECKING:
@@ -56,12 +56,14 @@ def prune(ckpt_dir: Path, keep_last: int | None) -> list[Path]:
 
 
 def clear(trainer: Trainer) -> None:
-    """A run that starts afresh drops the snapshots of the run it replaces (as it drops its metrics.jsonl):
-    they were trained by another config, or are recomputed."""
-    ckpt_dir = trainer.ckpt_dir
-    if trainer.accel.is_main_process and existing(ckpt_dir):
-        log.info("starting afresh: removing the earlier run's snapshots in %s", snapshots_dir(ckpt_dir))
-        shutil.rmtree(snapshots_dir(ckpt_dir), ignore_errors=True)
+    """A run that starts afresh drops the snapshots and in-training evaluation grids of the run it replaces (as
+    it drops its metrics.jsonl): they were trained by another config, or are recomputed."""
+    if not trainer.accel.is_main_process:
+        return
+    for folder in (snapshots_dir(trainer.ckpt_dir), eval_grids_dir(trainer.ckpt_dir)):
+        if folder.exists():
+            log.info("starting afresh: removing the earlier run's %s", folder)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def save_adapter(trainer: Trainer, out: Path) -> None:
