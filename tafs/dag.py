@@ -172,6 +172,8 @@ class Plan:
         cfg = deep_merge(self.grid.runs[run].train, {"seed": seed})
         kwargs = self.reward_kwargs()
         cfg["reward_kwargs"] = {n: kwargs[n] for n in cfg["advantage"]["rewards"] if n in kwargs}
+        if cfg.get("eval_every"):  # a runtime setting (tafs.train.identity): the job's untracked part carries it
+            cfg["eval_job"] = self.train_eval_job(run)
         return cfg
 
     def train_job(self, run: str, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -188,6 +190,18 @@ class Plan:
                 identity["reward_kwargs"][name][key] = declared[name][key]
                 runtime.setdefault("reward_kwargs", {}).setdefault(name, {})[key] = cfg["reward_kwargs"][name][key]
         return identity, {"train": runtime, "model": split_keys(self.model_options("train"), MODEL_RUNTIME_KEYS)[1]}
+
+    def train_eval_job(self, run: str) -> dict[str, Any]:
+        """The in-training evaluation of a run (train.eval_every, tafs/train/periodic_eval.py): the evaluation
+        prompt file, the task's metrics, the run's declared evaluation sampler at the tables' NFE."""
+        return {"prompts": self.eval_prompts(), "eval": {**self.eval_cfg(), "sampler": self.grid.runs[run].eval_sampler,
+                                                          "nfe": int(self.config["tables"]["main_nfe"])}}
+
+    def train_eval_inputs(self, run: str) -> list[str]:
+        """What the in-training evaluation reads (nothing when it is off): the prompt file, the metrics' models."""
+        if not self.grid.runs[run].train.get("eval_every"):
+            return []
+        return [self.eval_prompts(), *self.reward_inputs(self.eval_reward_names())]
 
     def train_rewards(self, run: str) -> list[str]:
         return list(self.grid.runs[run].train["advantage"]["rewards"])

@@ -13,6 +13,8 @@
     {root}/tables/, figures/, report.html           Tables 1-7, Figure 4, the Snakemake report
     {root}/mlflow.db, mlflow/                       MLflow store and artifacts
     {root}/logs/, checkpoints/                      one log per job; resumable state (outside outputs)
+    {checkpoints}/runs/{run}/seed{S}/snapshots/iter{N:05d}/   intermediate adapters (train.snapshot_every)
+    {checkpoints}/runs/{run}/seed{S}/eval_grids/iter{N:05d}.png  in-training evaluation grids (train.eval_every)
 
 Every method returns a ``Path``; wildcard strings (``"{run}"``) pass through, so the rules build their
 patterns from the same functions that the readers use.
@@ -200,6 +202,27 @@ class Layout:
 def eval_shard_file(eval_dir: Path, i: int, suffix: str) -> Path:
     """Shard ``i`` of an evaluation point (``Layout.eval_dir``): ``.json`` its scores, ``.pt`` its grid images."""
     return Path(eval_dir) / "shards" / f"shard{i}{suffix}"
+
+
+def snapshots_dir(ckpt_dir: str | Path) -> Path:
+    """A run's intermediate adapters: in its checkpoint folder, outside the declared outputs, so that
+    Snakemake does not delete them when it re-runs the job."""
+    return Path(ckpt_dir) / "snapshots"
+
+
+def snapshot_dir(ckpt_dir: str | Path, iteration: int) -> Path:
+    """The adapter written after ``iteration`` iterations."""
+    return snapshots_dir(ckpt_dir) / f"iter{iteration:05d}"
+
+
+def eval_grids_dir(ckpt_dir: str | Path) -> Path:
+    """A run's in-training evaluation grids (train.eval_every), beside its snapshots."""
+    return Path(ckpt_dir) / "eval_grids"
+
+
+def eval_grid_png(ckpt_dir: str | Path, iteration: int) -> Path:
+    """The sample grid of the in-training evaluation after ``iteration`` iterations."""
+    return eval_grids_dir(ckpt_dir) / f"iter{iteration:05d}.png"
 
 
 def _children(parent: Path, pattern: re.Pattern[str]) -> list[tuple[Path, re.Match[str]]]:

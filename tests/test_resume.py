@@ -81,10 +81,12 @@ def test_identity_leaves_out_runtime_settings():
         REWARD: {"path": "/x", "device": "cuda", "batch_size": 8, "dtype": "bf16"}}}), "train"))
     identity, runtime = split_train(cfg)
     assert set(runtime) == {"micro_batch", "sample_chunk", "decode_chunk", "text_cache", "checkpoint_every",
-                            "max_runtime_min", "reward_kwargs"}
+                            "max_runtime_min", "snapshot_every", "snapshot_keep_last", "eval_every", "eval_prompts",
+                            "eval_job", "reward_kwargs"}
     assert identity["reward_kwargs"] == {REWARD: {"path": "/x", "dtype": "bf16"}}  # dtype changes scores: kept
     assert deep_merge(identity, runtime) == cfg
-    faster = {**cfg, "micro_batch": 3, "checkpoint_every": 7, "text_cache": 0, "max_runtime_min": 5.0}
+    faster = {**cfg, "micro_batch": 3, "checkpoint_every": 7, "text_cache": 0, "max_runtime_min": 5.0,
+              "snapshot_every": 2, "snapshot_keep_last": 1}
     assert train_identity(faster) == train_identity(cfg)
     assert differing(train_identity(cfg), train_identity({**cfg, "lr": 0.5})) == ["lr"]
 

@@ -2,11 +2,13 @@
 
 The identity is everything that changes the trained adapter: method, rewards (and their models, as the config
 names them), seed, data, model, optimiser, schedule, precision. Runtime settings only change memory, speed, where
-files are, or how often progress is saved: ``micro_batch``, ``sample_chunk``, ``decode_chunk``, ``text_cache``,
-``checkpoint_every``, ``max_runtime_min``, a reward's ``device``/``batch_size``/endpoint settings, the folders of
-models the DAG provides (``hub.cache``) and the model's ``gradient_checkpointing``. A checkpoint is keyed by the
-identity alone, and the Snakemake rule passes the runtime settings untracked (tafs.dag.Untracked), so changing
-one of them neither re-runs the job nor restarts training.
+files are, or how often progress is saved or looked at: ``micro_batch``, ``sample_chunk``, ``decode_chunk``,
+``text_cache``, ``checkpoint_every``, ``max_runtime_min``, ``snapshot_every``, ``snapshot_keep_last``, the
+in-training evaluation (``eval_every``, ``eval_prompts``, ``eval_job``: it consumes none of the training's
+randomness), a reward's ``device``/``batch_size``/endpoint settings, the folders of models the DAG provides
+(``hub.cache``) and the model's ``gradient_checkpointing``. A checkpoint is keyed by the identity alone, and the
+Snakemake rule passes the runtime settings untracked (tafs.dag.Untracked), so changing one of them neither re-runs
+the job nor restarts training.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any, Mapping
 from tafs.config import deep_merge, redact
 
 # TrainConfig keys that change memory, speed or how often progress is saved, never the trained weights.
-RUNTIME_KEYS = ("micro_batch", "sample_chunk", "decode_chunk", "text_cache", "checkpoint_every", "max_runtime_min")
+RUNTIME_KEYS = ("micro_batch", "sample_chunk", "decode_chunk", "text_cache", "checkpoint_every", "max_runtime_min",
+                "snapshot_every", "snapshot_keep_last", "eval_every", "eval_prompts", "eval_job")
 # Reward factory kwargs of that kind (where a scorer runs, how many images per call, how a server is reached).
 REWARD_RUNTIME_KEYS = ("device", "batch_size", "timeout", "retries", "api_key", "api_key_env")
 # Model options of that kind.

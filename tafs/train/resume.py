@@ -6,12 +6,14 @@ identity, "checkpoint at iteration N was written by a different config: <keys>; 
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from tafs.checkpoint import load_checkpoint, other_checkpoints
+from tafs.io import atomic_path, read_jsonl
 from tafs.train.identity import differing, train_identity
 
 Trainer = Any  # tafs.train.trainer.Trainer, which imports this module (no import cycle)
@@ -48,3 +50,11 @@ def resume_state(ckpt_dir: Path, identity: dict[str, Any], train_cfg: dict[str, 
     if state is not None:
         log.info("resuming from iteration %d (checkpoint in %s)", state["iteration"], ckpt_dir)
     return state
+
+
+def drop_metrics_after(mpath: Path, iteration: int) -> None:
+    """Keep the rows of iterations before ``iteration`` (the resumed checkpoint's): later ones are recomputed."""
+    if mpath.exists():
+        rows = [r for r in read_jsonl(mpath) if r["iteration"] < iteration]
+        with atomic_path(mpath) as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -11,7 +11,6 @@ resumed from a checkpoint continues exactly as an uninterrupted one.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,7 +23,7 @@ from tqdm.auto import tqdm
 
 from tafs.checkpoint import save_checkpoint
 from tafs.config import ConfigError, redact
-from tafs.io import append_jsonl, atomic_path, read_jsonl
+from tafs.io import append_jsonl, atomic_dir, atomic_path, read_jsonl, write_json
 from tafs.models.backbone import Backbone, Cond, LoraSpec
 from tafs.models.text_cache import TextEmbeddingCache
 from tafs.prompts import Prompt, by_category, check_metadata
@@ -32,6 +31,7 @@ from tafs.rewards import registry
 from tafs.sampling.noise import initial_noise, sharded
 from tafs.sampling.trajectory import Trajectory, concat
 from tafs.seeding import seed_everything, step_generators
+from tafs.train import snapshots
 from tafs.train.advantages import (
     AdvantageConfig,
     action_weights,
@@ -44,10 +44,11 @@ from tafs.train.ema import EmaConfig, LoraEma
 from tafs.train.loss import ppo_clip_loss
 from tafs.train.methods import Method, MethodConfig
 from tafs.train.passes import action_rows, actions_per_sample, micro_chunks, policy_step, trained_actions
-from tafs.train.ratio import OLD_LOGPROB, RatioProbe, training_pass, wants_recompute
-from tafs.train.scoring import finite, reward_rows
+from tafs.train.periodic_eval import PeriodicEval
 from tafs.train.preempt import Preempted, StopRequest, agreed
-from tafs.train.resume import checkpoint_identity, resume_state
+from tafs.train.ratio import OLD_LOGPROB, RatioProbe, training_pass, wants_recompute
+from tafs.train.resume import checkpoint_identity, drop_metrics_after, resume_state
+from tafs.train.scoring import finite, reward_rows
 from tafs.train.shard import Shard, local_rows
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,11 @@ class TrainConfig:
     cfg_detach_uncond: bool = False  # training pass: no gradient through the CFG negative branch (Flow-GRPO, SD3)
     ema: EmaConfig = field(default_factory=EmaConfig)  # an EMA of the LoRA weights, exported (tafs/train/ema.py)
     max_runtime_min: float | None = None  # checkpoint and stop (tafs.train.preempt) before this budget is passed
+    snapshot_every: int | None = None  # an intermediate adapter every N iterations (tafs/train/snapshots.py)
+    snapshot_keep_last: int | None = None  # keep the K newest snapshots (None: all)
+    eval_every: int | None = None  # evaluate every M iterations (tafs/train/periodic_eval.py)
+    eval_prompts: int = 16  # the first P prompts of the evaluation file
+    eval_job: dict = field(default_factory=dict)  # {"prompts": file, "eval": EvalConfig kwargs}; the DAG fills it in
     lora: LoraConfig = field(default_factory=LoraConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
@@ -108,6 +114,8 @@ class TrainConfig:
             raise ValueError(f"train.old_logprob must be one of {OLD_LOGPROB}, got {self.old_logprob!r}")
         if not isinstance(self.cfg_detach_uncond, bool):
             raise ValueError(f"train.cfg_detach_uncond must be true or false, got {self.cfg_detach_uncond!r}")
+        snapshots.check(self.snapshot_every, self.snapshot_keep_last)
+        PeriodicEval.check(self.eval_every, self.eval_prompts)
 
 
 def draw_prompts(prompts: Sequence[Prompt], n: int, rng: np.random.Generator, mode: str = "balanced") -> list[Prompt]:
@@ -170,6 +178,7 @@ class Trainer:
                        "training prompts")
         self.prompts = list(prompts)
         self.rewards = {name: registry.build(name, **cfg.reward_kwargs.get(name, {})) for name in cfg.advantage.rewards}
+        self.periodic_eval = PeriodicEval.build(cfg, self.rewards) if self.accel.is_main_process else None
         self.iteration = 0
         self.reward_seconds: dict[str, float] = {}  # each reward's scoring time in the last iteration
         # The text encoders are frozen: each prompt is encoded once and kept off the accelerator (or, with
@@ -216,12 +225,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
         self.iteration = state["iteration"]
-        # Metrics of iterations after the checkpoint are recomputed: drop them.
-        mpath = self.ckpt_dir / "metrics.jsonl"
-        if mpath.exists():
-            rows = [r for r in read_jsonl(mpath) if r["iteration"] < self.iteration]
-            with atomic_path(mpath) as tmp:
-                tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        drop_metrics_after(self.ckpt_dir / "metrics.jsonl", self.iteration)  # those iterations are recomputed
         return True
 
     # -- one iteration -----------------------------------------------------------------------------
@@ -255,10 +259,9 @@ class Trainer:
         stats = training_pass(self, traj, cond, weights[start:stop].to(dev), gen, (start, stop, len(everyone)))
         t3 = time.time()
 
-        row = {"iteration": it, **stats, "time_sample_s": t1 - t0, "time_reward_s": t2 - t1, "time_opt_s": t3 - t2,
-               "time_iter_s": t3 - t0, **{f"time_reward/{k}_s": v for k, v in self.reward_seconds.items()},
-               **self.method.nfe_accounting(), **reward_rows(rewards)}
-        return row
+        return {"iteration": it, **stats, "time_sample_s": t1 - t0, "time_reward_s": t2 - t1, "time_opt_s": t3 - t2,
+                "time_iter_s": t3 - t0, **{f"time_reward/{k}_s": v for k, v in self.reward_seconds.items()},
+                **self.method.nfe_accounting(), **reward_rows(rewards)}
 
     def sample(self, cond: Cond, noise: torch.Tensor, gen: torch.Generator, it: int,
                rows: tuple[int, int, int]) -> Trajectory:
@@ -348,8 +351,9 @@ class Trainer:
         process hands every iteration's row to ``on_iteration`` (live tracking)."""
         resumed = resume and self.try_resume()
         mpath = self.ckpt_dir / "metrics.jsonl"
-        if not resumed and mpath.exists():
-            mpath.unlink()
+        if not resumed:
+            mpath.unlink(missing_ok=True)
+            snapshots.clear(self)
         t0 = time.time()
         bar = tqdm(total=self.cfg.iterations, initial=self.iteration, desc="train", unit="it", mininterval=5,
                    disable=not self.accel.is_main_process)
@@ -359,12 +363,14 @@ class Trainer:
                 row = self.iterate()
                 self.iteration += 1
                 done += 1
+                row.update(PeriodicEval.after_iteration(self))  # eval/<metric> on this iteration's row when due
                 if self.accel.is_main_process:
                     append_jsonl(mpath, row)
                     if on_iteration is not None:
                         on_iteration(row)
                 bar.update(1)
                 bar.set_postfix(reward=f"{row[f'reward/{next(iter(self.rewards))}/final_mean']:.3f}")
+                snapshots.after_iteration(self)  # before the checkpoint: a resumed run re-writes a missed one
                 if self.iteration % self.cfg.checkpoint_every == 0 or self.iteration == self.cfg.iterations:
                     self.save_checkpoint()
                 why = agreed(stop.reason(row["time_iter_s"]), lambda v: self.shard.sum_scalars(v, self.accel.device))
@@ -377,8 +383,6 @@ class Trainer:
 
     def export(self, out_dir: Path, summary: dict) -> None:
         """Write the run folder: adapter/ (peft, safetensors), metrics.jsonl, train_summary.json."""
-        from tafs.io import atomic_dir, write_json
-
         if not self.accel.is_main_process:
             return
         out_dir = Path(out_dir)

@@ -11,6 +11,8 @@ rule train:
         model=PLAN.base_model(),
         prompts=str(L.prompts("train")),
         rewards=lambda wc: PLAN.reward_inputs(PLAN.train_rewards(wc.run)),
+        # train.eval_every: the evaluation prompts and the metrics' models (tafs/train/periodic_eval.py)
+        eval_inputs=lambda wc: PLAN.train_eval_inputs(wc.run),
     output:
         adapter=directory(str(L.adapter("{run}", "{seed}"))),
         metrics=str(L.train_metrics("{run}", "{seed}")),
