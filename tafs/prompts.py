@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+import numpy as np
+
 from tafs.config import ConfigError
 from tafs.io import atomic_path
 
@@ -120,3 +122,13 @@ def by_category(prompts: Sequence[Prompt]) -> dict[str | None, list[Prompt]]:
     for p in prompts:
         out.setdefault(p.category, []).append(p)
     return out
+
+
+def draw_prompts(prompts: Sequence[Prompt], n: int, rng: np.random.Generator, mode: str = "balanced") -> list[Prompt]:
+    """``n`` prompts with replacement. ``balanced``: a category uniformly, then a prompt of it uniformly
+    (prompts without categories: one pool); ``uniform``: a prompt of the file uniformly."""
+    if mode == "uniform":
+        return [prompts[rng.integers(len(prompts))] for _ in range(n)]
+    pool = by_category(prompts)
+    cats = list(pool)
+    return [pool[c][rng.integers(len(pool[c]))] for c in (cats[rng.integers(len(cats))] for _ in range(n))]

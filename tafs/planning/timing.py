@@ -9,6 +9,8 @@ trained actions a sample) costs, for N = prompts_per_iter x group_size samples,
     N x c x F x (nfe_old + inner_epochs x nfe_theta x (3 + gradient_checkpointing + [beta > 0]))
     + N x scored steps x (VAE decode + 2 x P_reward x T_reward for each training reward)
 
+(scored steps: the last N_adv one-step estimates, the only ones the advantages read: tafs.train.scoring)
+
 with c = 2 under SD3's classifier-free guidance, a trained action's forward + backward = 3 forwards
 (``tafs.train.cost.BACKWARD_FACTOR``), one forward more when gradient checkpointing re-runs it, and a reference
 forward for the KL term. The VAE decode's FLOPs are counted on the meta device (``torch.utils.flop_counter``).
@@ -73,12 +75,16 @@ def reward_flops(names: list[str], cache: str | None = None) -> float:
     return sum(2.0 * parameter_count(c, cache) * catalogue.REWARD_INPUT_TOKENS for c in comps)
 
 
-def nfe(method: dict[str, Any]) -> dict[str, int]:
+def nfe(method: dict[str, Any], n_adv: int | None = None) -> dict[str, int]:
+    """The method's NFE accounting and ``scored``, the estimates an iteration decodes and rewards per sample: the
+    last ``n_adv`` (tafs.train.scoring.scored_count; every scorable one when n_adv is None)."""
     from tafs.config import from_dict
     from tafs.train.methods import Method, MethodConfig
+    from tafs.train.scoring import scored_count
 
     m = Method(from_dict(MethodConfig, method, "method"))
-    return {**m.nfe_accounting(), "scored": m.num_scored_steps}
+    scorable = m.num_scored_steps
+    return {**m.nfe_accounting(), "scored": scored_count(scorable + 1, scorable if n_adv is None else n_adv)}
 
 
 @dataclass(frozen=True)
@@ -95,7 +101,7 @@ class IterationFlops:
 def iteration_flops(arch: Arch, gen: catalogue.Generator, train: dict, resolution: int, seq: int, cfg: int,
                     checkpointing: bool, cache: str | None = None) -> IterationFlops:
     """FLOPs of one GRPO iteration over all processes (the docstring's sum)."""
-    counts = nfe(train.get("method") or {})
+    counts = nfe(train.get("method") or {}, (train.get("advantage") or {}).get("n_adv", 3))
     n = train["prompts_per_iter"] * train["group_size"]
     matmul = parameter_count(gen.transformer, cache) - _buffers(gen.transformer, cache)
     f = cfg * forward_flops(arch, matmul, resolution, seq)

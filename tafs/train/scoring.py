@@ -1,5 +1,6 @@
-"""What an iteration makes of its rewards: every training reward must score every image, and the per-step
-reward statistics that metrics.jsonl logs (Table 7's correlations come from them)."""
+"""What an iteration makes of its rewards: which one-step estimates are decoded and scored (only those the
+advantages read), every training reward must score every image, and the per-step reward statistics that
+metrics.jsonl logs (Table 7's correlations come from them)."""
 
 from __future__ import annotations
 
@@ -18,15 +19,32 @@ def finite(name: str, scores: torch.Tensor) -> torch.Tensor:
     return scores
 
 
-def reward_rows(rewards: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Per reward and scored step (k = 2 .. K+1): mean, std, and Pearson r with the final step (Table 7)."""
+def scored_count(num_estimates: int, n_adv: int) -> int:
+    """k, how many of an iteration's one-step estimates are decoded and rewarded: the last ``n_adv`` of the
+    num_estimates - 1 scorable ones (the first, from pure noise, never is). The advantages read no other step
+    (DESIGN §6), so a baseline with final-image advantages (N_adv = 1) decodes and scores its final image only, as
+    its authors' code does, instead of every step's estimate."""
+    return max(1, min(n_adv, num_estimates - 1))
+
+
+def scored_index(action_step: torch.Tensor, num_estimates: int, k: int) -> torch.Tensor:
+    """For each action, the column of its estimate among the k scored ones (``x0_hats[:, -k:]``), -1 when that
+    estimate is not scored. ``action_step`` indexes ``x0_hats`` (1 .. num_estimates - 1)."""
+    idx = action_step - (num_estimates - k)
+    return torch.where(idx >= 0, idx, torch.full_like(idx, -1))
+
+
+def reward_rows(rewards: dict[str, torch.Tensor], first_step: int = 2) -> dict[str, float]:
+    """Per reward and scored step (k = first_step .. K+1; 2 when every step is scored): mean, std, and Pearson r
+    with the final step (Table 7)."""
     row: dict[str, float] = {}
     for name, r in rewards.items():
         last = r.shape[1] - 1
         for s in range(r.shape[1]):
-            row[f"reward/{name}/step{s + 2}_mean"] = float(r[:, s].mean())
-            row[f"reward/{name}/step{s + 2}_std"] = float(r[:, s].std())
+            step = s + first_step
+            row[f"reward/{name}/step{step}_mean"] = float(r[:, s].mean())
+            row[f"reward/{name}/step{step}_std"] = float(r[:, s].std())
             if s < last:
-                row[f"reward/{name}/step{s + 2}_pearson_final"] = pearson(r[:, s], r[:, last])
+                row[f"reward/{name}/step{step}_pearson_final"] = pearson(r[:, s], r[:, last])
         row[f"reward/{name}/final_mean"] = float(r[:, last].mean())
     return row

@@ -26,7 +26,7 @@ from tafs.config import ConfigError, redact
 from tafs.io import append_jsonl, atomic_dir, atomic_path, read_jsonl, write_json
 from tafs.models.backbone import Backbone, Cond, LoraSpec
 from tafs.models.text_cache import TextEmbeddingCache
-from tafs.prompts import Prompt, by_category, check_metadata
+from tafs.prompts import Prompt, check_metadata, draw_prompts
 from tafs.rewards import registry
 from tafs.sampling.noise import initial_noise, sharded
 from tafs.sampling.trajectory import Trajectory, concat
@@ -48,7 +48,7 @@ from tafs.train.periodic_eval import PeriodicEval
 from tafs.train.preempt import Preempted, StopRequest, agreed
 from tafs.train.ratio import OLD_LOGPROB, RatioProbe, training_pass, wants_recompute
 from tafs.train.resume import checkpoint_identity, drop_metrics_after, resume_state
-from tafs.train.scoring import finite, reward_rows
+from tafs.train.scoring import finite, reward_rows, scored_count, scored_index
 from tafs.train.shard import Shard, local_rows
 
 log = logging.getLogger(__name__)
@@ -118,16 +118,6 @@ class TrainConfig:
         PeriodicEval.check(self.eval_every, self.eval_prompts)
 
 
-def draw_prompts(prompts: Sequence[Prompt], n: int, rng: np.random.Generator, mode: str = "balanced") -> list[Prompt]:
-    """``n`` prompts with replacement. ``balanced``: a category uniformly, then a prompt of it uniformly
-    (prompts without categories: one pool); ``uniform``: a prompt of the file uniformly."""
-    if mode == "uniform":
-        return [prompts[rng.integers(len(prompts))] for _ in range(n)]
-    pool = by_category(prompts)
-    cats = list(pool)
-    return [pool[c][rng.integers(len(pool[c]))] for c in (cats[rng.integers(len(cats))] for _ in range(n))]
-
-
 def check_config(cfg: TrainConfig) -> None:
     """What a training run refuses, checked without a model: the DAG calls it for every run before any job."""
     n_scored = Method(cfg.method).num_scored_steps
@@ -189,16 +179,16 @@ class Trainer:
         self.probe = RatioProbe()
 
     # -- helpers -----------------------------------------------------------------------------------
-    def score_steps(self, prompts: list[Prompt], x0_hats: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Rewards (N, S) of every scored estimate x0_hats[:, 1:] (the first, from pure noise, is not scored)."""
-        n, steps = x0_hats.shape[:2]
-        images = self.backbone.decode(x0_hats[:, 1:].flatten(0, 1), self.cfg.decode_chunk).float().cpu()
-        rep = [p for p in prompts for _ in range(steps - 1)]
+    def score_steps(self, prompts: list[Prompt], estimates: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Rewards (N, k) of the k one-step estimates given (``x0_hats[:, -k:]``, tafs.train.scoring)."""
+        n, steps = estimates.shape[:2]
+        images = self.backbone.decode(estimates.flatten(0, 1), self.cfg.decode_chunk).float().cpu()
+        rep = [p for p in prompts for _ in range(steps)]
         texts, meta = [p.text for p in rep], [p.metadata for p in rep]
         out = {}
-        for k, fn in self.rewards.items():  # each reward model scores the whole K x B x G batch in one call
+        for k, fn in self.rewards.items():  # each reward model scores the whole k x B x G batch in one call
             t = time.time()
-            out[k] = finite(k, fn(texts, meta, images)).float().reshape(n, steps - 1)
+            out[k] = finite(k, fn(texts, meta, images)).float().reshape(n, steps)
             self.reward_seconds[k] = time.time() - t
         return out
 
@@ -248,10 +238,14 @@ class Trainer:
                               cfg.method.same_init_noise)[start:stop].to(dev)
         traj = self.sample(cond, noise, gen, it, (start, stop, len(everyone)))
         t1 = time.time()
-        rewards = {k: self.shard.gather(v.to(dev)).cpu() for k, v in self.score_steps(group, traj.x0_hats).items()}
+        n_est = traj.x0_hats.shape[1]
+        k = scored_count(n_est, cfg.advantage.n_adv)  # only the steps the advantages read are decoded and scored
+        scores = self.score_steps(group, traj.x0_hats[:, -k:])
+        rewards = {r: self.shard.gather(v.to(dev)).cpu() for r, v in scores.items()}
         adv = mix_advantages(rewards, cfg.advantage.rewards, groups, cfg.advantage.aggregation, cfg.advantage.eps,
                              cfg.advantage.std)
-        weights = action_weights(adv, traj.action_step - 1, cfg.advantage.mode, cfg.advantage.n_adv)
+        weights = action_weights(adv, scored_index(traj.action_step, n_est, k), cfg.advantage.mode,
+                                 cfg.advantage.n_adv)
         if cfg.advantage.shuffle_control:
             weights = shuffle_within_groups(weights, groups, gen)
         weights = clip_weights(weights, cfg.advantage.clip)
@@ -261,7 +255,7 @@ class Trainer:
 
         return {"iteration": it, **stats, "time_sample_s": t1 - t0, "time_reward_s": t2 - t1, "time_opt_s": t3 - t2,
                 "time_iter_s": t3 - t0, **{f"time_reward/{k}_s": v for k, v in self.reward_seconds.items()},
-                **self.method.nfe_accounting(), **reward_rows(rewards)}
+                **self.method.nfe_accounting(), **reward_rows(rewards, n_est - k + 1)}
 
     def sample(self, cond: Cond, noise: torch.Tensor, gen: torch.Generator, it: int,
                rows: tuple[int, int, int]) -> Trajectory:
@@ -393,8 +387,10 @@ class Trainer:
             tmp.write_text((self.ckpt_dir / "metrics.jsonl").read_text())
         sec = [r["time_iter_s"] for r in rows]
         write_json(out_dir / "train_summary.json", {
-            **summary, "config": redact(asdict(self.cfg)), **self.method.nfe_accounting(), "shift": self.method.cfg.shift,
+            **summary, "config": redact(asdict(self.cfg)), **self.method.nfe_accounting(),
+            "shift": self.method.cfg.shift,
             "processes": self.shard.world, "adapter_weights": "ema" if self.ema else "last",
             "sec_per_iter": float(np.median(sec)) if sec else None,
-            "final_reward": {k: float(np.mean([r[f"reward/{k}/final_mean"] for r in rows[-10:]])) for k in self.rewards},
+            "final_reward": {k: float(np.mean([r[f"reward/{k}/final_mean"] for r in rows[-10:]]))
+                             for k in self.rewards},
         })
