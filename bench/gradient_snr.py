@@ -47,7 +47,7 @@ from tafs.models.loading import load_backbone
 from tafs.sampling.trajectory import Trajectory
 from tafs.tasks import registry as tasks
 from tafs.train.advantages import MODES, action_weights, mix_advantages, shuffle_within_groups
-from tafs.train.scoring import scored_index
+from tafs.train.scoring import first_scored
 from tafs.train.trainer import Trainer, TrainConfig
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -165,7 +165,7 @@ def mode_weights(tr: Trainer, b: Batch, mode: str) -> torch.Tensor:
     adv = tr.cfg.advantage
     k = next(iter(b.rewards.values())).shape[1]  # the scored estimates (the last n_adv: tafs.train.scoring)
     w = action_weights(mix_advantages(b.rewards, adv.rewards, b.groups, adv.aggregation, adv.eps),
-                       scored_index(b.traj.action_step, b.traj.x0_hats.shape[1], k), mode, adv.n_adv)
+                       b.traj.action_step - 1, mode, adv.n_adv, first_scored(b.traj.x0_hats.shape[1], k))
     if mode == adv.mode and not torch.allclose(w, b.weights.to(w), atol=1e-6):
         raise RuntimeError("recomputed advantage weights differ from Trainer.iterate()'s")
     return w

@@ -262,3 +262,19 @@ def test_global_std_by_hand():
     torch.testing.assert_close(mixed, out)  # a positive weight scales mean and std alike
     with pytest.raises(ValueError, match="advantage.std"):
         AdvantageConfig(std="batch")
+
+
+@pytest.mark.parametrize("mode", ["integrated", "per_step", "to_go"])
+@pytest.mark.parametrize("n_adv", [1, 2])
+def test_scoring_only_the_last_n_adv_steps_gives_the_same_weights(mode, n_adv):
+    """The trainer decodes and scores only the last n_adv estimates (tafs.train.scoring): the weights from those
+    columns alone (``first`` = the first scored step) equal those from every column."""
+    from tafs.train.scoring import first_scored
+
+    g = torch.Generator().manual_seed(0)
+    adv = torch.randn(6, 3, generator=g)
+    steps = torch.tensor([0, 1, 2])  # K = 3 actions, each producing scored step j (x0_hats has 4 estimates)
+    full = action_weights(adv, steps, mode, n_adv)
+    first = first_scored(4, n_adv)
+    assert first == 3 - n_adv
+    assert torch.equal(action_weights(adv[:, first:], steps, mode, n_adv, first), full)

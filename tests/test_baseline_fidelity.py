@@ -294,7 +294,9 @@ def test_one_trainer_iteration_per_option(tiny_model_dir, tmp_path, monkeypatch,
     # one optimiser step, taken after every ratio: the loss re-evaluates exactly what the sampler recorded
     assert abs(row["ratio"] - 1) < 1e-5 and row["approx_kl"] < 1e-9 and row["kl"] < 1e-12, row
     traj, noise = seen["traj"], seen["noise"]
-    assert torch.equal(seen["scored"], traj.x0_hats) and torch.equal(traj.x0_hats[:, -1], traj.final)
+    # only the estimates the advantages read are scored: the last n_adv (1 here: the final image)
+    k = min(trainer.cfg.advantage.n_adv, traj.x0_hats.shape[1] - 1)
+    assert torch.equal(seen["scored"], traj.x0_hats[:, -k:]) and torch.equal(traj.x0_hats[:, -1], traj.final)
     groups = noise.reshape(2, 3, *noise.shape[1:])
     same_in_group = all(torch.equal(g[0], g[k]) for g in groups for k in (1, 2))
     assert same_in_group == method.get("same_init_noise", False)

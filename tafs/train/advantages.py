@@ -102,12 +102,14 @@ def mix_advantages(rewards: dict[str, torch.Tensor], weights: dict[str, float], 
     return sum(w * group_normalize(rewards[k], groups, eps, std) for k, w in weights.items())
 
 
-def action_weights(adv: torch.Tensor, action_step: torch.Tensor, mode: str, n_adv: int) -> torch.Tensor:
+def action_weights(adv: torch.Tensor, action_step: torch.Tensor, mode: str, n_adv: int, first: int = 0
+                   ) -> torch.Tensor:
     """Advantage weight of every action: (N, T).
 
-    ``adv`` is (N, S) over scored steps in order; ``action_step[j]`` (T,) is the scored-step index
-    (0..S-1) of the estimate that action j produces, or -1 if it produces none that is scored.
-    Only the last ``n_adv`` scored steps count.
+    ``adv`` is (N, S') over the scored steps ``first .. first + S' - 1`` in order (the trainer scores only the last
+    N_adv: tafs.train.scoring; ``first`` = 0 when every step is scored); ``action_step[j]`` (T,) is the step index
+    of the estimate that action j produces, or -1 if it produces none that is scored. Only the last ``n_adv``
+    steps count: a step before ``first`` has advantage 0.
     """
     n, s = adv.shape
     k = min(n_adv, s)
@@ -121,7 +123,12 @@ def action_weights(adv: torch.Tensor, action_step: torch.Tensor, mode: str, n_ad
     for j, step in enumerate(action_step.tolist()):
         if step < 0:
             continue
-        out[:, j] = a[:, step] if mode == "per_step" else a[:, step:].sum(1)
+        col = step - first  # negative: the action's own estimate comes before the scored ones (advantage 0)
+        if mode == "per_step":
+            if col >= 0:
+                out[:, j] = a[:, col]
+        else:  # to_go: the action's own step and every later one
+            out[:, j] = a[:, max(col, 0):].sum(1)
     return out
 
 

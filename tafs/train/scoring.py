@@ -27,11 +27,10 @@ def scored_count(num_estimates: int, n_adv: int) -> int:
     return max(1, min(n_adv, num_estimates - 1))
 
 
-def scored_index(action_step: torch.Tensor, num_estimates: int, k: int) -> torch.Tensor:
-    """For each action, the column of its estimate among the k scored ones (``x0_hats[:, -k:]``), -1 when that
-    estimate is not scored. ``action_step`` indexes ``x0_hats`` (1 .. num_estimates - 1)."""
-    idx = action_step - (num_estimates - k)
-    return torch.where(idx >= 0, idx, torch.full_like(idx, -1))
+def first_scored(num_estimates: int, k: int) -> int:
+    """The scored-step index (0 = ``x0_hats[:, 1]``) of the first of the k scored estimates ``x0_hats[:, -k:]``:
+    ``first`` of :func:`tafs.train.advantages.action_weights`."""
+    return num_estimates - 1 - k
 
 
 def reward_rows(rewards: dict[str, torch.Tensor], first_step: int = 2) -> dict[str, float]:

@@ -48,7 +48,7 @@ from tafs.train.periodic_eval import PeriodicEval
 from tafs.train.preempt import Preempted, StopRequest, agreed
 from tafs.train.ratio import OLD_LOGPROB, RatioProbe, training_pass, wants_recompute
 from tafs.train.resume import checkpoint_identity, drop_metrics_after, resume_state
-from tafs.train.scoring import finite, reward_rows, scored_count, scored_index
+from tafs.train.scoring import finite, first_scored, reward_rows, scored_count
 from tafs.train.shard import Shard, local_rows
 
 log = logging.getLogger(__name__)
@@ -244,8 +244,8 @@ class Trainer:
         rewards = {r: self.shard.gather(v.to(dev)).cpu() for r, v in scores.items()}
         adv = mix_advantages(rewards, cfg.advantage.rewards, groups, cfg.advantage.aggregation, cfg.advantage.eps,
                              cfg.advantage.std)
-        weights = action_weights(adv, scored_index(traj.action_step, n_est, k), cfg.advantage.mode,
-                                 cfg.advantage.n_adv)
+        weights = action_weights(adv, traj.action_step - 1, cfg.advantage.mode, cfg.advantage.n_adv,
+                                 first_scored(n_est, k))
         if cfg.advantage.shuffle_control:
             weights = shuffle_within_groups(weights, groups, gen)
         weights = clip_weights(weights, cfg.advantage.clip)
@@ -255,7 +255,7 @@ class Trainer:
 
         return {"iteration": it, **stats, "time_sample_s": t1 - t0, "time_reward_s": t2 - t1, "time_opt_s": t3 - t2,
                 "time_iter_s": t3 - t0, **{f"time_reward/{k}_s": v for k, v in self.reward_seconds.items()},
-                **self.method.nfe_accounting(), **reward_rows(rewards, n_est - k + 1)}
+                **self.method.nfe_accounting(), **reward_rows(rewards, first_scored(n_est, k) + 2)}
 
     def sample(self, cond: Cond, noise: torch.Tensor, gen: torch.Generator, it: int,
                rows: tuple[int, int, int]) -> Trajectory:
