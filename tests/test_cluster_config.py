@@ -67,7 +67,7 @@ def test_the_users_command_picks_up_the_profile(wf):
     assert re.search(r"Using profiles? slurm", out), out
     # toy default: gpu 0 everywhere -> CPU jobs (cpus_per_task = threads), no GPU resource at all
     train = _jobs(res.stdout, "train")
-    assert len(train) == 13 * 3  # the default grid: 13 distinct runs x 3 seeds
+    assert len(train) == 12 * 3  # the default grid: 12 distinct runs x 3 seeds
     for job in train:
         assert "gpu" not in job["resources"] and "cpus_per_gpu" not in job["resources"], job
         assert job["resources"]["cpus_per_task"] == "1" and job["resources"]["runtime"] == "240"
