@@ -17,6 +17,8 @@ def config():
 
 
 def test_default_grid_runs_and_dedup(config):
+    assert config["ablations"]["advantage_modes"] == []  # the default grid leaves the extra Table 5 row out
+    config["ablations"]["advantage_modes"] = ["to_go"]
     grid = build_grid(config)
     assert set(grid.runs) == {
         "tafs_grpo", "flow_grpo", "dance_grpo", "mix_grpo", "no_tafs", "no_step_adv", "tafs_grpo_shuffled",
