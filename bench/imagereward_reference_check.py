@@ -13,7 +13,7 @@ git-only ``clip`` and diffusers' ReFL, and its ``med.py`` needs transformers 4 (
 from ``transformers.modeling_utils``). A scratch venv that works::
 
     python -m venv /tmp/irvenv
-    echo /work/main/.venv/lib/python3.11/site-packages > /tmp/irvenv/lib/python3.11/site-packages/main.pth
+    echo "$PWD/.venv/lib/python3.11/site-packages" > /tmp/irvenv/lib/python3.11/site-packages/main.pth   # from the repo root
     /tmp/irvenv/bin/pip install --no-deps image-reward fairscale
     /tmp/irvenv/bin/pip install "transformers==4.46.3" "tokenizers<0.21" "huggingface_hub<1.0"
     .venv/bin/python bench/imagereward_reference_check.py --ref-python /tmp/irvenv/bin/python

@@ -1,9 +1,8 @@
 """Seconds to score a batch of images with each reward model (a benchmark, not a test).
 
-On the CPU the models are the tiny random ones of the real classes (tafs.rewards.tiny): what it measures is the
-cost of the real loaders' preprocessing and plumbing at 512 px, not of the full-size networks. On a GPU
-(``--full``) each reward is built at full size with random weights from its real config (not yet wired: see
-the README of bench/ results), which needs the device tool.
+The models are the tiny random ones of the real classes (tafs.rewards.tiny): what it measures is the cost of the
+real loaders' preprocessing and plumbing at 512 px, not of the full-size networks (those need their weights and a
+GPU; `python -m tafs plan` estimates them from their configs).
 
     python bench/reward_time.py --images 64 --size 512 --out bench/results/reward_time_cpu.csv
 
