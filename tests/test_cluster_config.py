@@ -245,4 +245,6 @@ def test_stage_partition_reaches_every_rule_of_the_stage():
     plan = Plan(cfg)
     assert plan.stage_resources("eval")["slurm_partition"] == "gpu"
     assert "slurm_partition" not in plan.stage_resources("train")
-    assert [g[0] for g in plan.eval_run_groups()] == ["eval_run", "eval_run_nfe8"]
+    # each run under its declared sampler: one rule per (samplers, NFEs) group
+    assert [g[0] for g in plan.eval_run_groups()] == ["eval_run", "eval_run_ode", "eval_run_nfe8",
+                                                      "eval_run_nfe8_annealed"]

@@ -91,7 +91,11 @@ def test_manifest_is_json_ready(config):
     # Table 1's task labels strict accuracy in-domain; the main task (preference) holds it out
     assert m["table1_metrics"]["in_domain"] == ["correct", "dense"] and "correct" in m["metrics"]["out_of_domain"]
     runs = {x["name"]: x for x in m["models"] if x["kind"] == "run"}
-    assert runs["flow_grpo"]["samplers"] == ["ode", "annealed"] and runs["flow_grpo"]["nfe"] == [4, 5, 6, 7, 8]
+    # the default: each run under its declared sampler only (sweep.run_samplers: null)
+    assert runs["flow_grpo"]["samplers"] == ["ode"] and runs["flow_grpo"]["nfe"] == [4, 5, 6, 7, 8]
+    assert runs["tafs_grpo"]["samplers"] == ["annealed"]
+    config["sweep"]["run_samplers"] = ["ode", "annealed"]
+    runs = {x["name"]: x for x in grid_manifest(config, build_grid(config))["models"] if x["kind"] == "run"}
     assert runs["tafs_grpo"]["samplers"] == ["ode", "annealed"]  # sweep.run_samplers' order (its declared: annealed)
     assert m["runs"]["flow_grpo"]["eval_sampler"] == "ode" and m["runs"]["tafs_grpo"]["eval_sampler"] == "annealed"
     assert runs["tafs_grpo-n_adv2"]["nfe"] == [8]  # ablation runs: the tables' NFE only
@@ -155,8 +159,11 @@ def test_manifest_carries_the_task_and_the_models(config):
     assert m["figure4"] == {"metric": "correct", "second": "dense"}
     models = {x["name"]: x for x in m["models"]}
     assert models["base"]["samplers"] == ["ode", "annealed"] and models["base"]["seeds"] == [None]
-    assert models["flow_grpo"]["samplers"] == ["ode", "annealed"] and models["flow_grpo"]["seeds"] == [0, 1, 2]
+    assert models["flow_grpo"]["samplers"] == ["ode"] and models["flow_grpo"]["seeds"] == [0, 1, 2]
     assert set(models) == {"base", *build_grid(config).runs}
+    config["sweep"]["run_samplers"] = ["ode", "annealed"]
+    models = {x["name"]: x for x in grid_manifest(config, build_grid(config))["models"]}
+    assert models["flow_grpo"]["samplers"] == ["ode", "annealed"]
     config["sweep"]["run_samplers"] = None  # then each run under its own eval sampler only
     models = {x["name"]: x for x in grid_manifest(config, build_grid(config))["models"]}
     assert models["flow_grpo"]["samplers"] == ["ode"] and models["tafs_grpo"]["samplers"] == ["annealed"]

@@ -30,7 +30,7 @@ def _user_config(prompts: str = PROMPTS, **task) -> dict:
         "train": {"iterations": 2, "prompts_per_iter": 2, "group_size": 2, "checkpoint_every": 1,
                   "lora": {"rank": 4, "alpha": 8}},
         "eval": {"per_category": None, "batch_size": 32},
-        "sweep": {"base_nfe": [4], "base_samplers": ["ode"], "run_nfe": [4]},
+        "sweep": {"base_nfe": [4], "base_samplers": ["ode"], "run_nfe": [4], "run_samplers": ["ode", "annealed"]},
         "tables": {"comparison": ["tafs_grpo"], "components": ["tafs_grpo"], "extra": [], "ablation_of": None,
                    "main_nfe": 4, "table1_nfe": [4], "base_rows": [["ode", 4]]},
         "figure4": {"metric": "dense"},

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 
@@ -25,8 +25,9 @@ from tafs.prompts import Prompt, read_prompt_file
 from tafs.rewards.base import Reward
 from tafs.train.ema import LoraEma
 
-if TYPE_CHECKING:
-    from tafs.train.trainer import TrainConfig, Trainer
+# tafs.train.trainer's classes, which import this module (no import cycle)
+TrainConfig = Any
+Trainer = Any
 
 
 @dataclass

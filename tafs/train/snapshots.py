@@ -14,14 +14,14 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from tafs.io import atomic_dir
 from tafs.paths import eval_grids_dir, snapshot_dir, snapshots_dir
 from tafs.train.ema import LoraEma
 
-if TYPE_CHECKING:
-    from tafs.train.trainer import Trainer
+# tafs.train.trainer's classes, which import this module (no import cycle)
+Trainer = Any
 
 log = logging.getLogger(__name__)
 
