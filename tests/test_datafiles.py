@@ -60,7 +60,7 @@ def test_paper_tasks_pin_their_prompt_lists():
     pick = tasks.get("pickapic")
     files = pick.remote_files()
     assert set(files) == set(SPLITS)
-    for f in files.values():  # a commit in the URL, a sha256 (REAL-MODELS.md §2: Flow-GRPO's split)
+    for f in files.values():  # a commit in the URL, a sha256 (docs/real-models.md §2: Flow-GRPO's split)
         assert "/ac4c86e8cae021841f1fde853d340e0db67690dd/dataset/pickscore/" in f.url and len(f.sha256) == 64
     assert [m.domain for m in pick.metrics] == ["in", "in", "out", "out", "out"]
     gen = tasks.get("geneval")

@@ -51,7 +51,7 @@ class Backbone(ABC):
     """A text-conditioned flow-matching model in the diffusers conventions."""
 
     device: torch.device
-    lora_targets: tuple[str, ...] = ATTENTION_TARGETS  # the family's LoRA target modules (REAL-MODELS.md §1)
+    lora_targets: tuple[str, ...] = ATTENTION_TARGETS  # the family's LoRA target modules (docs/real-models.md §1)
     default_shift: float = 1.0  # the family's own time shift; a sampler's `shift: null` uses it
     detach_uncond: bool = False  # CFG inside `velocity`: the unconditional half carries no gradient (see below)
 

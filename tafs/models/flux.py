@@ -19,7 +19,7 @@ FF_TARGETS = ("ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.
 class FluxBackbone(PipelineBackbone):
     pipeline_class = "FluxPipeline"
     text_components = ("text_encoder", "text_encoder_2")
-    lora_targets = ATTENTION_TARGETS + FF_TARGETS  # REAL-MODELS.md §1
+    lora_targets = ATTENTION_TARGETS + FF_TARGETS  # docs/real-models.md §1
     default_guidance = 3.5
     patch_multiple = 2  # latents are packed 2x2 into tokens
 

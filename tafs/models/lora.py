@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-# The attention projections of an MMDiT block (SD3 and Flux; REAL-MODELS.md §1).
+# The attention projections of an MMDiT block (SD3 and Flux; docs/real-models.md §1).
 ATTENTION_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
 # peft's ``init_lora_weights``: "default" = Kaiming-uniform A, B = 0; "gaussian" = A ~ N(0, 1/r), B = 0 (flow_grpo)
 LORA_INITS = ("default", "gaussian")

@@ -36,7 +36,7 @@ class SD3Backbone(PipelineBackbone):
     pipeline_class = "StableDiffusion3Pipeline"
     text_components = ("text_encoder", "text_encoder_2", "text_encoder_3")
     lora_targets = SD3_TARGETS
-    default_guidance = 4.5  # Flow-GRPO trains and evaluates SD3.5-M with CFG 4.5 (REAL-MODELS.md §1)
+    default_guidance = 4.5  # Flow-GRPO trains and evaluates SD3.5-M with CFG 4.5 (docs/real-models.md §1)
     patch_multiple = 1
 
     def __init__(self, *args, **kwargs):

@@ -1,4 +1,4 @@
-"""The paper's two tasks on real models (REAL-MODELS.md §2).
+"""The paper's two tasks on real models (docs/real-models.md §2).
 
 - ``geneval`` (composition, Table 1): prompts in GenEval's metadata format, generated from GenEval's templates
   over the 80 COCO classes (tafs.tasks.geneval_prompts; offline, deterministic); training prompts share no object

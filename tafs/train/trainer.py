@@ -61,7 +61,7 @@ LOSS_STATS = ("loss", "policy", "kl", "clip_frac", "approx_kl", "ratio")
 class LoraConfig:
     rank: int = 32
     alpha: int = 64
-    targets: tuple[str, ...] | None = None  # module names; None: the model family's (REAL-MODELS.md §1)
+    targets: tuple[str, ...] | None = None  # module names; None: the model family's (docs/real-models.md §1)
     init: str = "default"  # peft's init_lora_weights: "default" (Kaiming-uniform A) or "gaussian" (flow_grpo's)
 
     def __post_init__(self) -> None:
