@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tafs.io import read_json, write_json
+from tafs.io import replace_dir, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -132,14 +132,7 @@ def prune(part: Path, files: dict[str, int]) -> None:
 
 def publish(part: Path, dest: Path) -> None:
     """Rename the complete folder into place (replacing an older download of the same name)."""
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dest, old)
-        os.replace(part, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(part, dest)
+    replace_dir(part, dest)
 
 
 def partial_bytes(dest: Path) -> int:
