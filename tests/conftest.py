@@ -122,3 +122,17 @@ def tiny_model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("toy") / "base"
     build_tiny().save(path)
     return path
+
+
+def registered_brightness(name: str):
+    """A module-scoped autouse fixture registering ``brightness_reward(name)`` for the module's tests:
+    ``registered_reward = registered_brightness(REWARD)`` at module level."""
+    from tafs.rewards import registry
+
+    @pytest.fixture(scope="module", autouse=True)
+    def _registered():
+        registry.register(brightness_reward(name))
+        yield
+        registry.unregister(name)
+
+    return _registered

@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import LinearFakeBackbone, brightness_reward, toy_prompts
+from conftest import LinearFakeBackbone, toy_prompts, registered_brightness
 from tafs.config import ConfigError, deep_merge, from_dict
 from tafs.models.loading import load_backbone
-from tafs.rewards import registry
 from tafs.sampling.noise import initial_noise
 from tafs.sampling.policy import squared_error_log_prob
 from tafs.sampling.sde import CPSTransition, cps_transition, flow_sde_transition, sample_sde
@@ -226,11 +225,7 @@ def test_window_positions_with_and_without_wrap():
 REWARD = "test_fidelity_brightness"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def registered_reward():
-    registry.register(brightness_reward(REWARD))
-    yield
-    registry.unregister(REWARD)
+registered_reward = registered_brightness(REWARD)
 
 
 def _trainer(model_dir: Path, ckpt: Path, method: dict) -> Trainer:

@@ -11,16 +11,12 @@ from tafs.evaluate import EvalConfig, select_prompts, summarize, sweep
 from tafs.prompts import Prompt
 from tafs.rewards import registry
 
-from conftest import brightness_reward, toy_prompts
+from conftest import toy_prompts, registered_brightness
 
 REWARD = "test_eval_brightness"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def registered():
-    registry.register(brightness_reward(REWARD))
-    yield
-    registry.unregister(REWARD)
+registered = registered_brightness(REWARD)
 
 
 def test_select_prompts_cycles_per_category_and_repeats():

@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import LinearFakeBackbone, brightness_reward, toy_prompts
+from conftest import LinearFakeBackbone, toy_prompts, registered_brightness
 from tafs import flow
 from tafs.config import ConfigError, deep_merge, from_dict
 from tafs.io import read_jsonl
 from tafs.models.loading import load_backbone
-from tafs.rewards import registry
 from tafs.sampling.annealed import renoise_transition
 from tafs.sampling.policy import gaussian_log_prob
 from tafs.sampling.sde import CPSTransition, DanceSDETransition, FlowSDETransition
@@ -186,11 +185,7 @@ def test_dance_trains_the_fraction_and_subsets_vary():
 REWARD = "test_methods_brightness"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def registered_reward():
-    registry.register(brightness_reward(REWARD))
-    yield
-    registry.unregister(REWARD)
+registered_reward = registered_brightness(REWARD)
 
 
 def _trainer(model_dir: Path, ckpt: Path, method: dict, **override) -> Trainer:

@@ -24,13 +24,12 @@ from tafs.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from tafs.config import deep_merge, from_dict
 from tafs.io import read_jsonl
 from tafs.models.loading import load_backbone
-from tafs.rewards import registry
 from tafs.train.identity import differing, split_train, train_identity
 from tafs.train.preempt import PREEMPTED_EXIT, Preempted
 from tafs.train.resume import checkpoint_identity
 from tafs.train.trainer import Trainer, TrainConfig
 
-from conftest import brightness_reward, toy_prompts
+from conftest import toy_prompts, registered_brightness
 
 torch.set_num_threads(1)
 REWARD = "test_brightness_resume"
@@ -40,11 +39,7 @@ BASE = {"seed": 0, "iterations": 4, "prompts_per_iter": 2, "group_size": 4, "lr"
 RESUME_LOG = "tafs.train.resume"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def registered_reward():
-    registry.register(brightness_reward(REWARD))
-    yield
-    registry.unregister(REWARD)
+registered_reward = registered_brightness(REWARD)
 
 
 def make_trainer(model_dir: Path, ckpt: Path, **override) -> Trainer:

@@ -14,12 +14,11 @@ from safetensors.torch import load_file
 from tafs.config import deep_merge, from_dict
 from tafs.models.loading import load_backbone
 from tafs.paths import eval_grid_png, snapshot_dir, snapshots_dir
-from tafs.rewards import registry
 from tafs.train import snapshots
 from tafs.train.identity import train_identity
 from tafs.train.trainer import Trainer, TrainConfig
 
-from conftest import brightness_reward, toy_prompts
+from conftest import toy_prompts, registered_brightness
 
 torch.set_num_threads(1)
 REWARD = "test_brightness_snapshots"
@@ -28,11 +27,7 @@ BASE = {"seed": 0, "iterations": 3, "prompts_per_iter": 2, "group_size": 2, "lr"
         "advantage": {"rewards": {REWARD: 1.0}, "n_adv": 2}, "snapshot_every": 1}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def registered_reward():
-    registry.register(brightness_reward(REWARD))
-    yield
-    registry.unregister(REWARD)
+registered_reward = registered_brightness(REWARD)
 
 
 def make_cfg(**override) -> TrainConfig:

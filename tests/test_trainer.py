@@ -21,13 +21,12 @@ import torch
 from tafs.config import deep_merge, from_dict
 from tafs.io import read_jsonl
 from tafs.models.loading import load_backbone
-from tafs.rewards import registry
 from tafs.sampling.policy import gaussian_log_prob
 from tafs.train.advantages import group_normalize
 from tafs.train.resume import checkpoint_identity
 from tafs.train.trainer import Trainer, TrainConfig
 
-from conftest import TINY, brightness_reward, toy_prompts
+from conftest import TINY, toy_prompts, registered_brightness
 
 torch.set_num_threads(1)
 
@@ -36,11 +35,7 @@ K = 3
 B, G = 2, 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def registered_reward():
-    registry.register(brightness_reward(REWARD))
-    yield
-    registry.unregister(REWARD)
+registered_reward = registered_brightness(REWARD)
 
 
 def make_cfg(**override) -> TrainConfig:

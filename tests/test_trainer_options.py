@@ -16,22 +16,17 @@ from tafs.config import ConfigError, deep_merge, from_dict
 from tafs.models.loading import load_backbone
 from tafs.models.options import ModelOptions
 from tafs.models.tiny import build_tiny_pipeline
-from tafs.rewards import registry
 from tafs.train.advantages import clip_weights, group_normalize, mix_advantages, prompt_groups
 from tafs.train.ema import EmaConfig, LoraEma
 from tafs.train.trainer import Trainer, TrainConfig
 
-from conftest import brightness_reward, toy_prompts
+from conftest import toy_prompts, registered_brightness
 
 torch.set_num_threads(1)
 REWARD = "test_options_brightness"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def registered_reward():
-    registry.register(brightness_reward(REWARD))
-    yield
-    registry.unregister(REWARD)
+registered_reward = registered_brightness(REWARD)
 
 
 def make_cfg(**override) -> TrainConfig:
