@@ -136,3 +136,16 @@ def registered_brightness(name: str):
         registry.unregister(name)
 
     return _registered
+
+
+def iterate_capturing(trainer, monkeypatch):
+    """One ``trainer.iterate()`` with the optimiser replaced by a capture: (trajectory, advantage weights, row)."""
+    seen = {}
+
+    def fake_optimise(traj, cond, weights, gen, rows):
+        seen.update(traj=traj, weights=weights.clone())
+        return {}
+
+    monkeypatch.setattr(trainer, "optimise", fake_optimise)
+    row = trainer.iterate()
+    return seen["traj"], seen["weights"], row

@@ -26,7 +26,7 @@ from tafs.train.advantages import group_normalize
 from tafs.train.resume import checkpoint_identity
 from tafs.train.trainer import Trainer, TrainConfig
 
-from conftest import TINY, toy_prompts, registered_brightness
+from conftest import TINY, iterate_capturing, registered_brightness, toy_prompts
 
 torch.set_num_threads(1)
 
@@ -140,15 +140,7 @@ def test_recomputed_log_probs_match_sampled(tiny_model_dir, tmp_path, lora_activ
 def test_iterate_pairs_actions_with_scored_steps(tiny_model_dir, tmp_path, monkeypatch, mode, n_adv):
     """The weights handed to the optimiser, recomputed independently from the trajectory."""
     trainer = make_trainer(tiny_model_dir, tmp_path / "ck", advantage={"mode": mode, "n_adv": n_adv})
-    seen = {}
-
-    def fake_optimise(traj, cond, weights, gen, rows):
-        seen.update(traj=traj, weights=weights.clone())
-        return {}
-
-    monkeypatch.setattr(trainer, "optimise", fake_optimise)
-    row = trainer.iterate()
-    traj, weights = seen["traj"], seen["weights"]
+    traj, weights, row = iterate_capturing(trainer, monkeypatch)
     assert weights.shape == (B * G, K)
     # rewards of x0_hat^2..x0_hat^{K+1}: columns 1..K of x0_hats, the last being the final image
     images = ((traj.x0_hats[:, 1:] + 1) / 2).clamp(0, 1)

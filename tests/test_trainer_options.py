@@ -20,7 +20,7 @@ from tafs.train.advantages import clip_weights, group_normalize, mix_advantages,
 from tafs.train.ema import EmaConfig, LoraEma
 from tafs.train.trainer import Trainer, TrainConfig
 
-from conftest import toy_prompts, registered_brightness
+from conftest import iterate_capturing, registered_brightness, toy_prompts
 
 torch.set_num_threads(1)
 REWARD = "test_options_brightness"
@@ -109,16 +109,6 @@ def test_schema_knows_every_train_key():
             node = node["properties"][part]
 
 
-def _iterate_weights(trainer, monkeypatch):
-    seen = {}
-
-    def fake_optimise(traj, cond, weights, gen, rows):
-        seen.update(traj=traj, weights=weights.clone())
-        return {}
-
-    monkeypatch.setattr(trainer, "optimise", fake_optimise)
-    row = trainer.iterate()
-    return seen["traj"], seen["weights"], row
 
 
 def test_iterate_groups_by_prompt_text_and_clips(tiny_model_dir, tmp_path, monkeypatch):
@@ -126,7 +116,7 @@ def test_iterate_groups_by_prompt_text_and_clips(tiny_model_dir, tmp_path, monke
     prompts = [toy_prompts("train")[0]]
     cfg = make_cfg(advantage={"group_by": "prompt", "clip": 1.0, "mode": "per_step"})
     trainer = Trainer(load_backbone(tiny_model_dir, device="cpu"), cfg, tmp_path / "ck", prompts)
-    traj, weights, row = _iterate_weights(trainer, monkeypatch)
+    traj, weights, row = iterate_capturing(trainer, monkeypatch)
     rewards = ((traj.x0_hats[:, 1:] + 1) / 2).clamp(0, 1).mean((2, 3, 4))
     want = ((rewards - rewards.mean(0)) / (rewards.std(0, unbiased=False) + 1e-4)).clamp(-1, 1)
     torch.testing.assert_close(weights, want, atol=1e-4, rtol=1e-4)
