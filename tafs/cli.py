@@ -177,8 +177,9 @@ def cmd_grid(a: argparse.Namespace) -> None:
         from tafs.prompts import categories_of, read_prompt_file
 
         cats = categories_of(read_prompt_file(a.prompts))
-    write_json(a.out, grid_manifest(config, grid, cats))
-    log.info("%d runs x %d seeds -> %s", len(grid.runs), len(config["seeds"]), a.out)
+    manifest = grid_manifest(config, grid, cats)
+    write_json(a.out, manifest)
+    log.info("%d runs, %d training jobs -> %s", len(grid.runs), sum(map(len, manifest["run_seeds"].values())), a.out)
 
 
 def _load_config(path: str | None) -> dict:
@@ -212,7 +213,7 @@ def cmd_rewards(a: argparse.Namespace) -> None:
 
 # Stages whose module has its own argument parser: `python -m tafs <name> ...` == `python -m <module> ...`.
 DELEGATED = {
-    "tables": ("tafs.report.paper_tables", "the paper's Tables 1-7 and Figure 4 from results/grid.json"),
+    "tables": ("tafs.report.paper_tables", "the paper's Tables 1-7 and Figure 4 from results/manifest.json"),
     "mlflow-ingest": ("tafs.tracking.ingest", "ingest a results folder into MLflow (idempotent)"),
     "compare-results": ("tafs.report.compare", "compare two results folders number by number"),
     "download": ("tafs.hub", "fetch a hub model into a folder (what the download rule runs; pre-fetching)"),
@@ -221,7 +222,7 @@ DELEGATED = {
     "fetch-data": ("tafs.datafiles", "fetch a data file pinned by URL and sha256 (what the fetch_data rule runs)"),
     "launch": ("tafs.launch", ("one node's share of a multi-node training: torchrun from Slurm's environment "
                                "(the train rule runs it under srun when resources.train.nodes > 1)")),
-    "plan": ("tafs.plan", "a config's jobs, GPUs, GPU-hour bounds and downloads (a dry run, before a cluster run)"),
+    "plan": ("tafs.planning.command", "a config's jobs, GPUs, GPU-hour bounds and downloads (a dry run, before a cluster run)"),
 }
 
 
@@ -275,7 +276,7 @@ def build_parser(delegated: dict) -> argparse.ArgumentParser:
     s.add_argument("--nfe", type=int, nargs="+", required=True, help="one or more NFEs (sampling steps)")
     s.add_argument("--cfg", default="{}", help="JSON of the `eval` config (with the task's metrics and reward kwargs)")
     s.add_argument("--out", required=True,
-                   help="the model's evaluation folder; each sampler and NFE writes {sampler}/nfe{N}/metrics.json, grid.png")
+                   help="the model's evaluation folder; each sampler and NFE writes {sampler}/nfe{N}/metrics.json, samples.png")
     s.add_argument("--threads", type=int, default=1)
     _tracking_arg(s)
     s.set_defaults(fn=cmd_evaluate)
@@ -289,7 +290,7 @@ def build_parser(delegated: dict) -> argparse.ArgumentParser:
     s.add_argument("--nfe", type=int, nargs="+", required=True, help="inference steps of the pipeline call")
     s.add_argument("--cfg", default="{}", help="JSON of the `eval` config (with the task's metrics)")
     s.add_argument("--baseline", default="{}", help="JSON of the baseline's settings (guidance, resolution, ...)")
-    s.add_argument("--out", required=True, help="folder; each NFE writes nfe{N}/metrics.json and grid.png")
+    s.add_argument("--out", required=True, help="folder; each NFE writes nfe{N}/metrics.json and samples.png")
     s.add_argument("--threads", type=int, default=1)
     _tracking_arg(s)
     s.set_defaults(fn=cmd_evaluate_pipeline)
@@ -327,7 +328,7 @@ def build_parser(delegated: dict) -> argparse.ArgumentParser:
     s.add_argument("--owner-out", default=None, help="where to write it (<results>/.tafs-owner.json)")
     s.set_defaults(fn=cmd_config_snapshot)
 
-    s = sub.add_parser("grid", help="write results/grid.json: every run of the DAG and each table's rows")
+    s = sub.add_parser("grid", help="write results/manifest.json: every run of the DAG and each table's rows")
     s.add_argument("--config", required=True, help="the effective config as JSON (results/config.json)")
     s.add_argument("--prompts", default=None, help="the evaluation prompt file (categories, when the task names none)")
     s.add_argument("--out", required=True)

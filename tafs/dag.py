@@ -15,7 +15,7 @@ from typing import Any
 
 from tafs.config import ConfigError, deep_merge
 from tafs.datafiles import RemoteFile
-from tafs.grid import Grid, build_grid, eval_models, method_spec
+from tafs.grid import Grid, build_grid, eval_models, method_spec, run_seeds
 from tafs.hub import HubModel
 from tafs.paths import Layout, ModelRef
 from tafs.sources import Sources, Tiny
@@ -70,7 +70,7 @@ class Plan:
         from tafs.train.trainer import TrainConfig, check_config
 
         for run, spec in self.grid.runs.items():
-            for seed in self.config["seeds"]:
+            for seed in self.seeds(run):
                 try:
                     check_config(from_dict(TrainConfig, self.train_cfg(run, seed), "train"))
                 except ValueError as e:  # ConfigError is a ValueError
@@ -260,7 +260,11 @@ class Plan:
         return list(self.config["baselines"][name]["nfe"])
 
     def train_summaries(self) -> list[str]:
-        return [str(self.layout.train_summary(run, s)) for run in self.grid.runs for s in self.config["seeds"]]
+        return [str(self.layout.train_summary(run, s)) for run in self.grid.runs for s in self.seeds(run)]
+
+    def seeds(self, run: str) -> list[int]:
+        """The run's training seeds (tafs.grid.run_seeds: ``ablations.seeds`` for the ablation-only rows)."""
+        return run_seeds(self.config, self.grid, run)
 
     # -- MLflow ---------------------------------------------------------------------------------------
     def tracking_uri(self) -> str:

@@ -187,13 +187,13 @@ def _grid_images(grid: Mapping[int, torch.Tensor], n: int) -> torch.Tensor:
 def evaluate(images_fn: ImagesFn, prompts: Sequence[Prompt], cfg: EvalConfig, model_name: str, out_dir: Path,
              progress: bool = True, rewards: Mapping[str, Reward] | None = None,
              info: Mapping[str, str] | None = None) -> dict:
-    """Sample the evaluation list of ``prompts`` with ``images_fn``, score it, write ``metrics.json`` + ``grid.png``
+    """Sample the evaluation list of ``prompts`` with ``images_fn``, score it, write ``metrics.json`` + ``samples.png``
     into ``out_dir``, shard by shard (``out_dir/shards``: a re-run resumes, tafs.eval_shards). ``rewards``:
     resident reward objects; None builds them (or, with ``cfg.rewards_after_generation``, one at a time per
     shard). ``images_fn`` is one of our samplers on a backbone, or a diffusers pipeline's own call.
     ``info``: strings about the model recorded as they are (``model_commit``: the hub commit it was fetched at)."""
     from tafs.eval_shards import ShardStore, identity_of, run_shards
-    from tafs.report.grid import pick_rows, save_grid
+    from tafs.report.image_grid import pick_rows, save_grid
 
     chosen = select_prompts(prompts, cfg.per_category, cfg.images_per_prompt)
     texts = [p.text for p in chosen]
@@ -207,7 +207,7 @@ def evaluate(images_fn: ImagesFn, prompts: Sequence[Prompt], cfg: EvalConfig, mo
         metrics["chance"] = chance(chosen, cfg.seed)
     metrics.update(wall_s=wall, config=redact(asdict(cfg)))
     out_dir = Path(out_dir)
-    save_grid(_grid_images(grid, len(chosen)), chosen, out_dir / "grid.png",
+    save_grid(_grid_images(grid, len(chosen)), chosen, out_dir / "samples.png",
               title=f"{model_name} · {cfg.sampler} · {cfg.nfe} NFE", per_row=GRID_PER_ROW)
     write_json(out_dir / "metrics.json", metrics)
     return metrics

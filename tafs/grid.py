@@ -9,7 +9,7 @@ N_adv = 1 reuses "w/o Step Adv.". Every model is reported with the sampler its m
 (``RunSpec.eval_sampler``: the annealed chain for annealed-chain methods, the Euler ODE for SDE-trained ones,
 ``BASE_SAMPLER`` for the base), never one picked by a test metric. The models the evaluation sweep samples
 are the base and every run at every seed; every evaluation a table or Figure 4 reads must be one the sweep
-makes (checked here, before any job runs). The grid is written to ``results/grid.json``; tables, figures and MLflow read it.
+makes (checked here, before any job runs). The grid is written to ``results/manifest.json``; tables, figures and MLflow read it.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class Grid:
     runs: dict[str, RunSpec] = field(default_factory=dict)
     tables: dict[str, object] = field(default_factory=dict)
     task: TaskSpec | None = None
+    extra: list[str] = field(default_factory=list)  # the runs of tables.extra (trained at every seed)
 
     def add(self, spec: RunSpec) -> str:
         """Add a run, or return the name of an existing run with the same training config once the trainer's
@@ -257,7 +258,7 @@ def build_grid(config: dict) -> Grid:
     if own is not None:
         grid.tables["table1"] = own
     for name in tables.get("extra", []):
-        grid.add(method_spec(config, name, "tables.extra", task))
+        grid.extra.append(grid.add(method_spec(config, name, "tables.extra", task)))
     of = tables.get("ablation_of")
     if of:
         _ablation_rows(grid, method_spec(config, of, "tables.ablation_of", task), config.get("ablations", {}))
@@ -276,6 +277,18 @@ def run_nfes(config: dict, grid: Grid, run: str) -> list[int]:
     return [tables["main_nfe"]]
 
 
+def run_seeds(config: dict, grid: Grid, run: str) -> list[int]:
+    """The training seeds of a run: ``seeds`` for the runs of Tables 1-2, Figure 4, Table 7 and ``tables.extra``;
+    ``ablations.seeds`` (when set) for the runs only Tables 3-6 read, so that a grid can cut its ablation rows'
+    seeds before the comparison's (each table row states its seed count)."""
+    own = (config.get("ablations") or {}).get("seeds")
+    if not own:
+        return list(config["seeds"])
+    main = {r for t in ("table1", "table2") for _, r in grid.tables.get(t) or []}
+    main |= {grid.tables.get("table7")} | set(grid.extra)
+    return list(config["seeds"]) if run in main else list(own)
+
+
 def run_samplers(config: dict, spec: RunSpec) -> list[str]:
     """``sweep.run_samplers`` (every run under each, e.g. [ode, annealed]: the CSVs hold every sampler's rows,
     marked declared or not), with the run's declared eval sampler first when they leave it out: the tables, the
@@ -290,7 +303,7 @@ def eval_models(config: dict, grid: Grid) -> list[dict]:
     sweep = config["sweep"]
     models = [{"kind": "base", "name": "base", "label": "Base", "seeds": [None],
                "samplers": list(sweep["base_samplers"]), "nfe": list(sweep["base_nfe"])}]
-    models += [{"kind": "run", "name": name, "label": spec.label, "seeds": list(config["seeds"]),
+    models += [{"kind": "run", "name": name, "label": spec.label, "seeds": run_seeds(config, grid, name),
                 "samplers": run_samplers(config, spec), "nfe": run_nfes(config, grid, name)}
                for name, spec in grid.runs.items()]
     models += [{"kind": "baseline", "name": name, "label": b.get("label", name), "seeds": [None],
@@ -316,7 +329,7 @@ def check_baselines(config: dict) -> None:
 
 
 def grid_manifest(config: dict, grid: Grid, categories: list[str] | None = None) -> dict:
-    """The JSON the report stages read (``results/grid.json``). ``categories``: those of the evaluation
+    """The JSON the report stages read (``results/manifest.json``). ``categories``: those of the evaluation
     prompt file, used when the task declares none."""
     tables, sweep, task = config["tables"], config["sweep"], grid.task
     labels = {m.key: m.label for m in task.metrics}
@@ -330,6 +343,7 @@ def grid_manifest(config: dict, grid: Grid, categories: list[str] | None = None)
     return {
         "task": manifest_task,
         "seeds": list(config["seeds"]),
+        "run_seeds": {name: run_seeds(config, grid, name) for name in grid.runs},
         "run_nfe": list(sweep["run_nfe"]),
         "main_nfe": tables["main_nfe"],
         "table1_nfe": list(tables["table1_nfe"]),

@@ -2,11 +2,11 @@
 
 ::
 
-    {root}/config.json, grid.json                   the effective config; every model, run and table row
+    {root}/config.json, manifest.json                   the effective config; every model, run and table row
     {root}/prompts/{split}.jsonl                    the task's prompt files (train, test)
     {root}/models/base/, models/clip_scorer/        models the DAG builds (toy base, toy CLIP-like scorer)
     {root}/runs/{run}/seed{S}/                      adapter/, metrics.jsonl, train_summary.json
-    {root}/eval/{model}/{sampler}/nfe{N}/           metrics.json, grid.png; {model} is a ModelRef key:
+    {root}/eval/{model}/{sampler}/nfe{N}/           metrics.json, samples.png; {model} is a ModelRef key:
                                                     base | runs/{run}/seed{S} | baselines/{name}
         .../nfe{N}/shards/shard{i}.json, .pt        one prompt shard's per-image scores, its grid images
                                                     (what a killed evaluation resumes from; eval_shard_file)
@@ -87,8 +87,8 @@ class Layout:
         return self.root / "config.json"
 
     @property
-    def grid_json(self) -> Path:
-        return self.root / "grid.json"
+    def manifest_json(self) -> Path:
+        return self.root / "manifest.json"
 
     def prompts(self, split: str) -> Path:
         return self.root / "prompts" / f"{split}.jsonl"
@@ -140,8 +140,8 @@ class Layout:
     def eval_metrics(self, model: ModelRef, sampler: str, nfe: int | str) -> Path:
         return self.eval_dir(model, sampler, nfe) / "metrics.json"
 
-    def eval_grid(self, model: ModelRef, sampler: str, nfe: int | str) -> Path:
-        return self.eval_dir(model, sampler, nfe) / "grid.png"
+    def eval_samples(self, model: ModelRef, sampler: str, nfe: int | str) -> Path:
+        return self.eval_dir(model, sampler, nfe) / "samples.png"
 
     # -- report -----------------------------------------------------------------------------------
     @property

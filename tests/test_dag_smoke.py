@@ -25,7 +25,7 @@ def smoke_run(tmp_path_factory):
 def test_models_runs_and_evals(smoke_run):
     assert (smoke_run / "models" / "base" / "transformer" / "config.json").exists()
     assert (smoke_run / "models" / "clip_scorer" / "config.json").exists()
-    grid = json.loads((smoke_run / "grid.json").read_text())
+    grid = json.loads((smoke_run / "manifest.json").read_text())
     # every method preset (8) + N_annealed 1, 5 + N_adv 2 + to_go + CLIP-only + Table 1's TAFS-GRPO on toy_composition
     # (= dense-only); N_adv 1 = no_step_adv (dedup)
     assert len(grid["runs"]) == 14 and set(grid["runs"]) >= {"cps_grpo", "tafs_grpo_shuffled", "no_tafs",
@@ -35,7 +35,7 @@ def test_models_runs_and_evals(smoke_run):
     for path in base:
         m = json.loads(path.read_text())
         assert m["n"] == 6 * 4 and set(m["metrics"]) == {"correct", "dense", "clip"}
-        assert -1.0 <= m["metrics"]["clip"]["mean"] <= 1.0 and (path.parent / "grid.png").exists()
+        assert -1.0 <= m["metrics"]["clip"]["mean"] <= 1.0 and (path.parent / "samples.png").exists()
     swept = {r for t in ("table1", "table2") for _, r in grid["tables"][t]}
     for name, spec in grid["runs"].items():
         run = smoke_run / "runs" / name / "seed0"
@@ -60,7 +60,7 @@ def test_tables_figure_report(smoke_run):
     for t in TABLES:
         for ext in ("csv", "md", "tex"):
             assert (smoke_run / "tables" / f"{t}.{ext}").stat().st_size > 0
-    grid = json.loads((smoke_run / "grid.json").read_text())
+    grid = json.loads((smoke_run / "manifest.json").read_text())
 
     def shown(name: str) -> pd.DataFrame:  # the rows md/tex show: each model with the sampler its method declares
         t = pd.read_csv(smoke_run / "tables" / f"{name}.csv")
@@ -110,7 +110,7 @@ def test_mlflow_runs_and_reingest(smoke_run):
     ev = next(r for k, r in by_key.items() if k.startswith("eval/runs/tafs_grpo/seed0/") and k.endswith("nfe8"))
     m = json.loads((smoke_run / "eval/runs/tafs_grpo/seed0/annealed/nfe8/metrics.json").read_text())
     assert ev.data.metrics["correct"] == pytest.approx(m["metrics"]["correct"]["mean"])
-    assert "grid.png" in [a.path for a in client.list_artifacts(ev.info.run_id)]
+    assert "samples.png" in [a.path for a in client.list_artifacts(ev.info.run_id)]
     # ingesting again creates nothing new
     out = smoke_run / "mlflow" / "again.json"
     subprocess.run([sys.executable, "-m", "tafs", "mlflow-ingest", "--results", str(smoke_run), "--uri", uri,

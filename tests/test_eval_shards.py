@@ -94,8 +94,8 @@ def test_killed_run_resumes_with_identical_metrics_generating_only_missing_shard
     assert again.spans == []  # every shard on disk: nothing sampled
     assert _metrics(tmp_path / "once" / "nfe2" / "metrics.json") == \
         _metrics(tmp_path / "resumed" / "nfe2" / "metrics.json")
-    assert (tmp_path / "resumed" / "nfe2" / "grid.png").read_bytes() == \
-        (tmp_path / "once" / "nfe2" / "grid.png").read_bytes()
+    assert (tmp_path / "resumed" / "nfe2" / "samples.png").read_bytes() == \
+        (tmp_path / "once" / "nfe2" / "samples.png").read_bytes()
 
 
 def test_sharded_equals_unsharded_and_other_configs_never_reuse_shards(backbone, tmp_path):

@@ -1,4 +1,4 @@
-"""The generic evaluator: a prompt file in, the task's metrics by name out (metrics.json + grid.png)."""
+"""The generic evaluator: a prompt file in, the task's metrics by name out (metrics.json + samples.png)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def test_toy_task_evaluation_writes_metrics_chance_and_grid(tiny_model_dir, tmp_
     assert len(m["metrics"]["correct"]["by_category"]) == 6
     assert 0 <= m["chance"]["dense"] <= 1 and m["chance"]["correct"] < 0.2
     assert m["config"]["metrics"]["dense"] == "toy_dense"
-    assert (tmp_path / "nfe1" / "grid.png").stat().st_size > 1000
+    assert (tmp_path / "nfe1" / "samples.png").stat().st_size > 1000
 
 
 def test_missing_metadata_is_refused_before_sampling(tiny_model_dir, tmp_path):

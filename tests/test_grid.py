@@ -228,3 +228,23 @@ def test_a_default_left_out_of_train_is_the_same_grid(config, section, key):
     assert set(after.runs) == set(before.runs) and after.tables == before.tables
     assert after.runs["tafs_grpo-n_annealed5"].train["method"]["n_annealed"] == 5
     assert after.runs["tafs_grpo-n_annealed5"].train["advantage"]["n_adv"] == 5
+
+
+def test_ablation_only_rows_train_at_ablation_seeds(config):
+    """``ablations.seeds`` cuts the seeds of the runs only Tables 3-6 read; Tables 1-2 / Figure 4 / Table 7 keep
+    ``seeds``; the DAG's targets (training summaries, evaluations) follow."""
+    from tafs.dag import Plan
+
+    assert config["ablations"]["seeds"] == [0] and config["seeds"] == [0, 1, 2]
+    plan = Plan(config)
+    full = {"tafs_grpo", "flow_grpo", "dance_grpo", "mix_grpo", "tafs_grpo-toy_composition"}
+    assert {r: plan.seeds(r) for r in plan.grid.runs} == {r: [0, 1, 2] if r in full else [0] for r in plan.grid.runs}
+    m = grid_manifest(config, plan.grid)
+    assert m["run_seeds"]["no_tafs"] == [0] and m["run_seeds"]["tafs_grpo"] == [0, 1, 2]
+    assert {x["name"]: x["seeds"] for x in m["models"] if x["kind"] == "run"} == m["run_seeds"]
+    summaries = plan.train_summaries()
+    assert len(summaries) == 3 * len(full) + len(plan.grid.runs) - len(full)
+    assert not any("/no_tafs/seed1/" in s for s in summaries + plan.eval_metrics_files())
+    assert any("/tafs_grpo/seed2/" in s for s in summaries)
+    config["ablations"]["seeds"] = None  # every run at every seed
+    assert all(Plan(config).seeds(r) == [0, 1, 2] for r in plan.grid.runs)

@@ -13,7 +13,7 @@ def test_paths_and_wildcards_pass_through():
     assert str(L.train_summary("{run}", "{seed}")) == "results/runs/{run}/seed{seed}/train_summary.json"
     assert str(L.eval_metrics(ModelRef.base(), "ode", 28)) == "results/eval/base/ode/nfe28/metrics.json"
     run = ModelRef.run("tafs_grpo", 2)
-    assert str(L.eval_grid(run, "annealed", 4)) == "results/eval/runs/tafs_grpo/seed2/annealed/nfe4/grid.png"
+    assert str(L.eval_samples(run, "annealed", 4)) == "results/eval/runs/tafs_grpo/seed2/annealed/nfe4/samples.png"
     assert str(L.eval_sweep(ModelRef.baseline("flux-schnell"), "pipeline")) == \
         "results/eval/baselines/flux-schnell/pipeline"
     assert str(L.run_checkpoints("x", 0)) == "results/checkpoints/runs/x/seed0"

@@ -13,7 +13,7 @@ import sys
 import pytest
 from dag_utils import REPO, scratch_workflow
 
-from tafs import plan as tafs_plan
+from tafs.planning import command as tafs_plan
 from tafs.config import deep_merge, load_config_file, merge_defaults
 from tafs.tasks.paper import TASKS
 

@@ -16,6 +16,7 @@ from tafs.paths import Layout, ModelRef
 from tafs.report import paper_tables as pt
 from tafs.report.figures import figure4_frame
 from tafs.report.manifest import Manifest, load_manifest
+from tafs.report.table_model import to_markdown
 
 CATEGORIES = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 TASK = {"name": "toy_preference", "categories": list(CATEGORIES), "category_metric": "correct",
@@ -84,7 +85,7 @@ def make_tree(root: Path, seeds: list[int] = SEEDS) -> Path:
         "runs": {n: {"label": lab, "eval_sampler": s, "train": {}} for n, (lab, s, _, _) in RUNS.items()},
         "tables": TABLES,
     }
-    write(root / "grid.json", grid)
+    write(root / "manifest.json", grid)
     for sampler, nfe in [("ode", 28), ("ode", 4), ("ode", 6), ("ode", 8), ("annealed", 4)]:
         write(layout.eval_metrics(ModelRef.base(), sampler, nfe),
               eval_json("base", sampler, nfe, correct_value(-0.18, 0, nfe)))
@@ -116,7 +117,7 @@ def make_tree(root: Path, seeds: list[int] = SEEDS) -> Path:
 def written(tmp_path_factory) -> tuple[Path, Path]:
     root = make_tree(tmp_path_factory.mktemp("results"))
     out = root / "tables"
-    pt.main(["--grid", str(root / "grid.json"), "--results", str(root), "--out", str(out),
+    pt.main(["--manifest", str(root / "manifest.json"), "--results", str(root), "--out", str(out),
              "--figure", str(root / "figures" / "figure4.png")])
     return root, out
 
@@ -222,7 +223,7 @@ def test_figure_files(written):
 
 def test_figure4_frame(written):
     root, _ = written
-    grid = load_manifest(root / "grid.json")
+    grid = load_manifest(root / "manifest.json")
     f = figure4_frame(grid, root, "correct")
     runs = f[f["kind"] == "run"]
     # Table 2's methods (the paper's Figure 4 compares them), each under its declared sampler
@@ -235,7 +236,7 @@ def test_figure4_frame(written):
 
 def test_one_seed_uses_eval_ci(tmp_path):
     root = make_tree(tmp_path, seeds=[1])
-    grid = load_manifest(root / "grid.json")
+    grid = load_manifest(root / "manifest.json")
     t3 = pt.table3(grid, root).data.set_index("run")
     assert t3.loc["tafs_grpo", "correct"] == pytest.approx(0.4)
     assert t3.loc["tafs_grpo", "correct_ci95"] == pytest.approx(EVAL_CI)
@@ -252,21 +253,21 @@ def test_missing_file_names_path_and_consumer(tmp_path):
     missing = Layout(root).eval_metrics(ModelRef.run("no_step_adv", 1), "annealed", 8)
     missing.unlink()
     with pytest.raises(FileNotFoundError) as err:
-        pt.write_all(root / "grid.json", root, root / "tables", None)
+        pt.write_all(root / "manifest.json", root, root / "tables", None)
     text = str(err.value)
     assert str(missing) in text and "table3" in text and "no_step_adv" in text and "seed 1" in text
     (root / "runs" / "tafs_grpo" / "seed0" / "train_summary.json").unlink()
     with pytest.raises(FileNotFoundError, match="train_summary.json"):
-        pt.table2(load_manifest(root / "grid.json"), root)
+        pt.table2(load_manifest(root / "manifest.json"), root)
 
 
 def test_empty_tables_still_written(tmp_path):
     root = make_tree(tmp_path, seeds=[0])
-    grid = json.loads((root / "grid.json").read_text())
+    grid = json.loads((root / "manifest.json").read_text())
     grid["tables"] = {"table1": [], "table3": [], "table7": None}
-    (root / "grid.json").write_text(json.dumps(grid))
+    (root / "manifest.json").write_text(json.dumps(grid))
     out = root / "tables"
-    tables = pt.write_all(root / "grid.json", root, out, None)
+    tables = pt.write_all(root / "manifest.json", root, out, None)
     assert len(tables["table3"].data) == 0 and len(tables["table7"].data) == 0
     assert list(tables["table2"].data["method"]) == ["Base"]
     assert all((out / f"{n}.{s}").is_file() for n in pt.TABLE_IDS for s in ("csv", "md", "tex"))
@@ -275,18 +276,18 @@ def test_empty_tables_still_written(tmp_path):
 def test_module_entry_point():
     res = subprocess.run([sys.executable, "-m", "tafs.report.paper_tables", "--help"],
                          capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0 and "--grid" in res.stdout and "--figure" in res.stdout
+    assert res.returncode == 0 and "--manifest" in res.stdout and "--figure" in res.stdout
 
 
 def test_a_task_without_categories_or_prefix(tmp_path):
     """A task with no categories (Pick-a-Pic-like) and no caption prefix: no per-category columns, plain titles,
     percent only where the task says so."""
     root = make_tree(tmp_path, seeds=[0, 1])
-    grid = json.loads((root / "grid.json").read_text())
+    grid = json.loads((root / "manifest.json").read_text())
     grid["task"] = {**TASK, "categories": [], "category_metric": None, "caption_prefix": "",
                     "metrics": {**TASK["metrics"], "dense": {**TASK["metrics"]["dense"], "percent": False}}}
-    (root / "grid.json").write_text(json.dumps(grid))
-    tables = pt.write_all(root / "grid.json", root, root / "tables", None)
+    (root / "manifest.json").write_text(json.dumps(grid))
+    tables = pt.write_all(root / "manifest.json", root, root / "tables", None)
     assert not [c for c in tables["table1"].data.columns if c.startswith("correct_") and c != "correct_ci95"]
     md = (root / "tables" / "table3.md").read_text()
     assert md.startswith("**Table 3.** Table 3 (component ablation") and "Dense (%)" not in md and "Dense" in md
@@ -303,12 +304,12 @@ def _with_ode_evals_of_tafs(root: Path, bonus: float) -> Manifest:
     for nfe in (6, 8):  # the base's annealed chain, not its declared sampler, ``bonus`` better than its ODE
         write(layout.eval_metrics(ModelRef.base(), "annealed", nfe),
               eval_json("base", "annealed", nfe, correct_value(-0.18 + bonus, 0, nfe)))
-    grid = json.loads((root / "grid.json").read_text())
+    grid = json.loads((root / "manifest.json").read_text())
     grid["models"] = [{"kind": "base", "name": "base", "samplers": ["ode", "annealed"]},
                       {"kind": "run", "name": "tafs_grpo", "samplers": ["annealed", "ode"]}]
     grid["table1_metrics"] = {"task": "toy_composition", "in_domain": ["correct", "dense"], "out_of_domain": ["clip"]}
-    write(root / "grid.json", grid)
-    return load_manifest(root / "grid.json")
+    write(root / "manifest.json", grid)
+    return load_manifest(root / "manifest.json")
 
 
 @pytest.mark.parametrize("bonus", [-0.05, 0.3])
@@ -316,7 +317,7 @@ def test_the_declared_sampler_is_shown_whatever_the_other_scores(tmp_path, bonus
     """Done-when: making the other sampler's metrics much better (or worse) does not change which row md/tex show
     nor its numbers; the CSV keeps both rows and marks the declared one. Table 1 reads its own task's labels."""
     root = make_tree(tmp_path)
-    pt.write_table(pt.table3(load_manifest(root / "grid.json"), root), root / "before")
+    pt.write_table(pt.table3(load_manifest(root / "manifest.json"), root), root / "before")
     m = _with_ode_evals_of_tafs(root, bonus)
     t3 = pt.table3(m, root)
     rows = t3.data[t3.data["run"] == "tafs_grpo"].set_index("sampler")
@@ -351,8 +352,29 @@ def test_the_declared_sampler_is_shown_whatever_the_other_scores(tmp_path, bonus
 
 def test_a_missing_declared_evaluation_is_an_error(tmp_path):
     root = make_tree(tmp_path, seeds=[0])
-    grid = json.loads((root / "grid.json").read_text())
+    grid = json.loads((root / "manifest.json").read_text())
     grid["models"] = [{"kind": "run", "name": "tafs_grpo", "samplers": ["ode"]}]
-    write(root / "grid.json", grid)
+    write(root / "manifest.json", grid)
     with pytest.raises(ValueError, match="declared sampler 'annealed'"):
-        pt.table3(load_manifest(root / "grid.json"), root)
+        pt.table3(load_manifest(root / "manifest.json"), root)
+
+
+def test_ablation_rows_with_fewer_seeds_say_so(tmp_path):
+    """A row trained at fewer seeds (ablations.seeds) is averaged over its own seeds; the table shows the Seeds
+    column and the caption says how ± reads for each kind of row."""
+    root = make_tree(tmp_path)
+    grid = json.loads((root / "manifest.json").read_text())
+    grid["run_seeds"] = {"no_step_adv": [0]}
+    (root / "manifest.json").write_text(json.dumps(grid))
+    for seed in (1, 2):  # never trained: the report must not need them
+        (root / "runs" / "no_step_adv" / f"seed{seed}" / "train_summary.json").unlink()
+        Layout(root).eval_metrics(ModelRef.run("no_step_adv", seed), "annealed", 8).unlink()
+    m = load_manifest(root / "manifest.json")
+    t3 = pt.table3(m, root)
+    rows = t3.data.set_index("run")
+    assert rows.loc["no_step_adv", "correct"] == pytest.approx(correct_value(-0.15, 0, 8))
+    assert rows.loc["no_step_adv", "correct_ci95"] == pytest.approx(EVAL_CI)
+    assert rows.loc["tafs_grpo", "correct"] == pytest.approx(0.4)
+    assert list(rows["n_seeds"]) == [3, 1]
+    assert "Seeds" in to_markdown(t3) and "1 or 3 seeds" in t3.caption
+    assert "Seeds" not in to_markdown(pt.table4(m, root))  # same seed count in every row: no column

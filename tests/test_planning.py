@@ -127,7 +127,7 @@ def test_forward_flops_formula():
 
 @pytest.fixture(scope="module")
 def flux_estimator():
-    from tafs import plan as tafs_plan
+    from tafs.planning import command as tafs_plan
     from tafs.dag import Plan
     from tafs.planning.estimate import Estimator
 
@@ -174,8 +174,8 @@ def test_an_evaluation_job_over_its_gpu_names_what_to_change():
 
 def test_a_measured_mfu_replaces_the_calibration(flux_estimator, tmp_path):
     """A CUDA row of bench/results with an `mfu` column (bench/iteration_time.py --backbone sd3-medium) is read by
-    tafs.plan and replaces the Table 2 calibration: half the utilisation, twice the seconds."""
-    from tafs import plan as tafs_plan
+    tafs.planning.command and replaces the Table 2 calibration: half the utilisation, twice the seconds."""
+    from tafs.planning import command as tafs_plan
     from tafs.planning.estimate import Estimator
 
     (tmp_path / "bench" / "results").mkdir(parents=True)

@@ -188,8 +188,8 @@ def test_corrupt_files_read_by_cli_stages_name_the_file(populated, tmp_path):
     src = next((results / "checkpoints/runs/tafs_grpo/seed0").glob("checkpoint-*.pt"))
     ckpt.mkdir()
     (ckpt / src.name).write_bytes(src.read_bytes()[:1000])
-    grid = tmp_path / "grid.json"
-    grid.write_text((results / "grid.json").read_text()[:-40])
+    grid = tmp_path / "manifest.json"
+    grid.write_text((results / "manifest.json").read_text()[:-40])
     cfg_json = tmp_path / "config.json"
     cfg_json.write_text("{\n  \"results\": \"results\",\n  oops\n}\n")
     train_cfg = json.loads((results / "runs/tafs_grpo/seed0/train_summary.json").read_text())["config"]
@@ -198,8 +198,8 @@ def test_corrupt_files_read_by_cli_stages_name_the_file(populated, tmp_path):
           str(results / "prompts/test.jsonl"), "--nfe", "2", "--out", str(tmp_path / "out1")], "adapter_model"),
         (["train", "--model", "assets/toy-base", "--prompts", str(results / "prompts/train.jsonl"), "--cfg",
           json.dumps(train_cfg), "--out", str(tmp_path / "out2"), "--ckpt-dir", str(ckpt)], src.name),
-        (["tables", "--grid", str(grid), "--results", str(results), "--out", str(tmp_path / "out3"),
-          "--figure", "none"], "grid.json:"),
+        (["tables", "--manifest", str(grid), "--results", str(results), "--out", str(tmp_path / "out3"),
+          "--figure", "none"], "manifest.json:"),
         (["mlflow-ingest", "--results", str(results), "--uri", f"sqlite:///{tmp_path}/m.db", "--config",
           str(cfg_json), "--out", str(tmp_path / "out4.json")], "config.json:3:"),
         (["evaluate", "--model", str(tmp_path / "nomodel"), "--prompts", str(results / "prompts/test.jsonl"),

@@ -93,7 +93,7 @@ def make_results(root: Path) -> Path:
         (root / "eval" / "runs" / "flow_grpo" / "seed1" / "annealed" / "nfe4", "flow_grpo", "annealed", 4, 0.5),
     ):
         write_json(folder / "metrics.json", _eval_json(model, sampler, nfe, correct))
-        _png(folder / "grid.png")
+        _png(folder / "samples.png")
     (root / "eval" / "base" / "ode" / ".nfe8.tmp123").mkdir()  # an unfinished atomic_dir: ignored
     (root / "tables").mkdir()
     (root / "tables" / "main.csv").write_text("method,correct\ntafs_grpo,0.8\n")
@@ -220,7 +220,7 @@ def test_artifacts_logged(ingested):
     def names(key: str, path: str | None = None) -> set[str]:
         return {f.path for f in client.list_artifacts(runs[key].info.run_id, path)}
 
-    assert "grid.png" in names("eval/base/ode/nfe4")
+    assert "samples.png" in names("eval/base/ode/nfe4")
     assert {"metrics.jsonl", "train_summary.json"} <= names("train/tafs_grpo/seed0")
     assert names("report", "tables") == {"tables/main.csv"}
     assert names("report", "figures") == {"figures/figure4.png"}

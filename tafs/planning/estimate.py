@@ -3,7 +3,7 @@
 A stage's memory is its largest job's (training: every run of the grid; evaluation: the generator it samples,
 the base or a baseline); its GPU-hour estimate sums its jobs (training: iterations x seconds per iteration x GPUs
 of each run at each seed; evaluation: images x NFEs swept). The bound (jobs x GPUs x runtime limit) is
-``tafs.plan``'s and means what the scheduler may charge.
+``tafs plan``'s and means what the scheduler may charge.
 """
 
 from __future__ import annotations
@@ -66,16 +66,17 @@ class Estimator:
     def train(self, gpus: int) -> StageEstimate:
         gpu, mem_gb = self.gpu("train")
         out = StageEstimate("train", gpu_mem_gb=mem_gb)
-        hours, seeds = 0.0, len(self.config["seeds"])
+        hours = 0.0
         for run in self.plan.grid.runs:
-            cfg = self.plan.train_cfg(run, self.config["seeds"][0])
+            seeds = self.plan.seeds(run)
+            cfg = self.plan.train_cfg(run, seeds[0])
             mem = train_memory(f"train {run}", self.config, cfg, gpus, self.cache)
             if mem and (out.memory is None or mem.peak_gb > out.memory.peak_gb):
                 out.memory = mem
             s = self.run_seconds(cfg, gpus, gpu)
             if s is None:
                 return out
-            hours += seeds * cfg["iterations"] * s * gpus / 3600
+            hours += len(seeds) * cfg["iterations"] * s * gpus / 3600
             out.per_job[run] = {"s_per_iteration": round(s, 1), "wall_h": round(cfg["iterations"] * s / 3600, 1)}
         out.gpu_hours = round(hours, 1)
         out.basis = f"FLOP model ({timing.peak_flops(gpu)[1]}, MFU {self.mfu:.2f} {self.mfu_source})"

@@ -1,4 +1,4 @@
-"""The grid manifest (``results/grid.json``) as the report reads it: seeds, NFEs, the task's metrics and
+"""The grid manifest (``results/manifest.json``) as the report reads it: seeds, NFEs, the task's metrics and
 categories, the models, the runs and each table's rows."""
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class Manifest:
     samplers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # "base" / run -> samplers evaluated
     base_sampler: str = "ode"  # the base model's declared sampler (Table 2's base row, Figure 4's base line)
     table1: "Manifest | None" = None  # Table 1's view when it has a task of its own (its domains)
+    run_seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)  # run -> its seeds, where not ``seeds``
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -49,6 +50,10 @@ class Manifest:
         if name not in self.runs:
             raise KeyError(f"run {name!r} (needed by {need}) is not in the grid manifest's 'runs'")
         return self.runs[name]
+
+    def seeds_of(self, run: str) -> tuple[int, ...]:
+        """The training seeds of a run (ablation-only rows may have fewer: ``ablations.seeds``)."""
+        return self.run_seeds.get(run, self.seeds)
 
     def samplers_of(self, model: str) -> tuple[str, ...]:
         """The samplers a model ("base" or a run) was evaluated with (a run's eval sampler if not listed)."""
@@ -114,6 +119,7 @@ def load_manifest(path: str | Path) -> Manifest:
                    for name, b in (g.get("baselines") or {}).items()},
         samplers={m["name"]: tuple(m["samplers"]) for m in g.get("models", []) if m["kind"] in ("base", "run")},
         base_sampler=str(g["base"].get("sampler", "ode")),
+        run_seeds={name: tuple(int(s) for s in seeds) for name, seeds in (g.get("run_seeds") or {}).items()},
     )
     t1 = g.get("table1_metrics")
     if t1 and (tuple(t1["in_domain"]), tuple(t1["out_of_domain"])) != (m.metrics_in, m.metrics_out):

@@ -1,6 +1,6 @@
 """The paper's Tables 1-7 (and, through ``tafs.report.figures``, Figure 4) from the grid manifest.
 
-The manifest (``results/grid.json``, written by ``tafs.grid``) names the task's metrics and categories,
+The manifest (``results/manifest.json``, written by ``tafs.grid``) names the task's metrics and categories,
 the seeds, the NFEs and, per table, its rows as ``[label, run]`` pairs. Every number is read from the
 per-run files of the results layout (``tafs.paths``) through ``tafs.report.results``; each table is
 written as ``table{N}.csv`` / ``.md`` / ``.tex`` plus ``captions.json``.
@@ -39,7 +39,7 @@ def sampler_rows(m: Manifest, results: Path, model: str, nfe: int, need: str, ro
     samplers = samplers or m.samplers_of(model)
     if declared not in samplers:
         raise ValueError(f"{need}: {model!r} is not evaluated with its declared sampler {declared!r} (evaluated: "
-                         f"{list(samplers)}); the grid evaluates it (tafs.grid.run_samplers): rebuild grid.json")
+                         f"{list(samplers)}); the grid evaluates it (tafs.grid.run_samplers): rebuild manifest.json")
     options = model_eval_options(results, m, model, nfe, need, categories, samplers)
     return [{**row, "sampler": s, "declared": s == declared, **stat_cells(st, keys)} for s, st in options]
 
@@ -72,13 +72,14 @@ def table1(m: Manifest, results: Path) -> Table:
     for label, run in runs:
         for nfe in m.table1_nfe:
             rows += sampler_rows(m, results, run, nfe, "table1", {"method": label, "run": run,
-                                 "n_seeds": len(m.seeds), "nfe": nfe}, keys, True)
+                                 "n_seeds": len(m.seeds_of(run)), "nfe": nfe}, keys, True)
     columns = method_columns() + sampler_columns() + [Column("nfe", "NFE")] + metric_columns(m, True)
     task = {r.task for _, name in runs if (r := m.run(name, "table1")).task}
     on = f"; the trained rows train on task {', '.join(sorted(task))}" if task else ""
     caption = (f"{m.title('table1')} (step-distilled few-step comparison on GenEval): the base model at each "
                "sampler/NFE, each evaluation-only baseline through its own pipeline, and each trained method at each "
-               f"NFE{_category_note(m)}{on}{sampler_note(m, ['base'] + [r for _, r in runs])}; {seed_note(m)}; "
+               f"NFE{_category_note(m)}{on}{sampler_note(m, ['base'] + [r for _, r in runs])}; "
+               f"{seed_note(m, [r for _, r in runs])}; "
                f"{BASE_NOTE}.")
     return make_table("table1", rows, columns, caption, _heading(m, "table1"), shown="declared")
 
@@ -96,7 +97,7 @@ def table2(m: Manifest, results: Path, reference: str = "tafs_grpo") -> Table:
     for label, run in m.rows("table2"):
         ts = run_train_stats(results, m, run, "table2")
         rows += sampler_rows(m, results, run, m.main_nfe, "table2",
-                             {"method": label, "run": run, "n_seeds": len(m.seeds),
+                             {"method": label, "run": run, "n_seeds": len(m.seeds_of(run)),
                               "nfe_old_theta": f"{ts.nfe_old} / {ts.nfe_theta}", "nfe_old": ts.nfe_old,
                               "nfe_theta": ts.nfe_theta, "sec_per_iter": ts.sec_per_iter.mean,
                               "sec_per_iter_ci95": ts.sec_per_iter.ci95}, keys)
@@ -115,7 +116,8 @@ def table2(m: Manifest, results: Path, reference: str = "tafs_grpo") -> Table:
     caption = (f"{m.title('table2')} (training cost and in/out-of-domain quality at {m.main_nfe} NFE): "
                "NFE_old / NFE_θ are the forward passes of the old and current policy per policy ratio, time is "
                f"seconds per training iteration and 'Time vs {ref_label}' its ratio to that row"
-               f"{sampler_note(m, ['base'] + [r for _, r in m.rows('table2')])}; {seed_note(m)}; {BASE_NOTE}.")
+               f"{sampler_note(m, ['base'] + [r for _, r in m.rows('table2')])}; "
+               f"{seed_note(m, [r for _, r in m.rows('table2')])}; {BASE_NOTE}.")
     return make_table("table2", rows, columns, caption, _heading(m, "table2"), shown="declared")
 
 
@@ -126,14 +128,15 @@ def ablation_table(m: Manifest, results: Path, name: str, first_header: str, wit
     keys = list(m.metrics)
     rows = []
     for label, run in m.rows(name):
-        row: dict[str, Any] = {"method": label, "run": run, "n_seeds": len(m.seeds)}
+        row: dict[str, Any] = {"method": label, "run": run, "n_seeds": len(m.seeds_of(run))}
         if with_time:
             t = run_train_stats(results, m, run, name).sec_per_iter
             row.update(sec_per_iter=t.mean, sec_per_iter_ci95=t.ci95)
         rows += sampler_rows(m, results, run, m.main_nfe, name, row, keys)
     time_cols = [Column("sec_per_iter", "Time / iter (s)", digits=2, ci=True)] if with_time else []
-    columns = method_columns(first_header) + sampler_columns() + time_cols + metric_columns(m)
-    caption = f"{caption}{sampler_note(m, [r for _, r in m.rows(name)])}; {seed_note(m)}."
+    runs = [r for _, r in m.rows(name)]
+    columns = method_columns(first_header, m, runs) + sampler_columns() + time_cols + metric_columns(m)
+    caption = f"{caption}{sampler_note(m, runs)}; {seed_note(m, runs)}."
     return make_table(name, rows, columns, caption, _heading(m, name), shown="declared")
 
 
@@ -170,7 +173,8 @@ def table7(m: Manifest, results: Path) -> Table:
     run = m.tables.get("table7") or None
     per_seed: list[dict[tuple[str, int], float]] = []
     final = 0
-    for seed in (m.seeds if run else ()):
+    seeds = m.seeds_of(run) if run else ()
+    for seed in seeds:
         rows, path = read_train_curves(results, run, seed, f"table7, run {run!r} seed {seed}")
         means, k_final = pearson_by_step(rows, f"{path} (needed by table7, run {run!r} seed {seed})")
         per_seed.append(means)
@@ -179,7 +183,7 @@ def table7(m: Manifest, results: Path) -> Table:
     steps = sorted({k for means in per_seed for _, k in means})
     out_rows = []
     for k in steps:
-        row: dict[str, Any] = {"method": f"R^{k} with R^{final}", "run": run, "n_seeds": len(m.seeds),
+        row: dict[str, Any] = {"method": f"R^{k} with R^{final}", "run": run, "n_seeds": len(seeds),
                                "step": k, "final_step": final}
         for r in rewards:
             st = mean_ci([means.get((r, k), NAN) for means in per_seed])
@@ -188,7 +192,7 @@ def table7(m: Manifest, results: Path) -> Table:
     columns = method_columns("Step reward") + [Column("step", "k", show=False),
                                                 Column("final_step", "K+1", show=False)]
     columns += [Column(r, f"{r} (r)", digits=3, ci=True) for r in rewards]
-    n = len(m.seeds)
+    n = len(seeds)
     spread = (f"mean ± 95 % CI over {n} seeds (Student t)" if n > 1 else "one seed, so no CI")
     caption = (f"{m.title('table7')} (validity of intermediate rewards): Pearson r across each training "
                "iteration's samples between the reward of the step-k one-step clean estimate and the final-image "
@@ -254,8 +258,8 @@ def write_all(grid_path: Path, results: Path, out_dir: Path, figure: Path | None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tafs tables", description="The paper's Tables 1-7 and Figure 4 from grid.json")
-    p.add_argument("--grid", default="results/grid.json", help="grid manifest (grid.json)")
+    p = argparse.ArgumentParser(prog="tafs tables", description="The paper's Tables 1-7 and Figure 4 from manifest.json")
+    p.add_argument("--manifest", default="results/manifest.json", help="grid manifest (manifest.json)")
     p.add_argument("--results", default="results", help="results root holding runs/ and eval/")
     p.add_argument("--out", default="results/tables", help="folder for table{1..7}.{csv,md,tex} and captions.json")
     p.add_argument("--figure", default="results/figures/figure4.png",
@@ -270,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     a = build_parser().parse_args(argv)
     figure = None if str(a.figure).lower() == "none" else Path(a.figure)
-    write_all(Path(a.grid), Path(a.results), Path(a.out), figure, a.metric, a.reference)
+    write_all(Path(a.manifest), Path(a.results), Path(a.out), figure, a.metric, a.reference)
 
 
 if __name__ == "__main__":

@@ -60,12 +60,12 @@ def eval_values(data: dict, keys: list[EvalKey]) -> dict[str, Stat]:
 def run_eval_stats(results: Path, m: Manifest, run: str, nfe: int, need: str,
                    categories: bool = False, sampler: str | None = None) -> dict[str, Stat]:
     """A run's evaluation at one NFE with ``sampler`` (default: its own eval sampler), aggregated over the
-    manifest's seeds."""
+    run's seeds (``Manifest.seeds_of``)."""
     spec, layout = m.run(run, need), Layout(results)
     sampler = sampler or spec.eval_sampler
     keys = eval_keys(m, categories)
     per_seed = []
-    for seed in m.seeds:
+    for seed in m.seeds_of(run):
         path = layout.eval_metrics(ModelRef.run(run, seed), sampler, nfe)
         data = read_required_json(path, f"{need}, run {run!r} seed {seed} ({sampler}, NFE {nfe})")
         per_seed.append(eval_values(data, keys))
@@ -114,7 +114,7 @@ class TrainStats:
 def run_train_stats(results: Path, m: Manifest, run: str, need: str) -> TrainStats:
     """Seconds per iteration (mean ± CI over seeds; no CI with one seed) and the policy-ratio NFEs."""
     layout = Layout(results)
-    summaries = [read_required_json(layout.train_summary(run, s), f"{need}, run {run!r} seed {s}") for s in m.seeds]
+    summaries = [read_required_json(layout.train_summary(run, s), f"{need}, run {run!r} seed {s}") for s in m.seeds_of(run)]
     nfes = {(int(t["nfe_old"]), int(t["nfe_theta"])) for t in summaries}
     if len(nfes) != 1:
         raise ValueError(f"run {run!r} (needed by {need}): seeds disagree on NFE_old / NFE_theta: {sorted(nfes)}")

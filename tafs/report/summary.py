@@ -26,10 +26,10 @@ def eval_frame(layout: Layout) -> pd.DataFrame:
 
 
 def percent_metrics(layout: Layout) -> set[str]:
-    """The metrics the task shows in % (from grid.json; none when the DAG has not written it)."""
-    if not layout.grid_json.is_file():
+    """The metrics the task shows in % (from manifest.json; none when the DAG has not written it)."""
+    if not layout.manifest_json.is_file():
         return set()
-    task = read_json(layout.grid_json).get("task", {})
+    task = read_json(layout.manifest_json).get("task", {})
     return {k for k, m in task.get("metrics", {}).items() if m.get("percent")}
 
 

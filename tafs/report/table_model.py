@@ -162,8 +162,11 @@ def metric_columns(m: Manifest, categories: bool = False) -> list[Column]:
     return cols
 
 
-def method_columns(header: str = "Method") -> list[Column]:
-    return [Column("method", header), Column("run", "Run", show=False), Column("n_seeds", "Seeds", show=False)]
+def method_columns(header: str = "Method", m: Manifest | None = None, runs: tuple[str, ...] | list[str] = ()) -> list[Column]:
+    """Method, run and seed count; the Seeds column is shown when the rows' seed counts differ
+    (``ablations.seeds``)."""
+    mixed = m is not None and len({len(m.seeds_of(r)) for r in runs}) > 1
+    return [Column("method", header), Column("run", "Run", show=False), Column("n_seeds", "Seeds", show=mixed)]
 
 
 def sampler_columns() -> list[Column]:
@@ -172,8 +175,14 @@ def sampler_columns() -> list[Column]:
     return [Column("sampler", "Sampler"), Column("declared", "Declared sampler", show=False)]
 
 
-def seed_note(m: Manifest) -> str:
-    n = len(m.seeds)
+def seed_note(m: Manifest, runs: list[str]) -> str:
+    """What ± means over the table's trained rows (``runs``), whose seed counts may differ."""
+    counts = sorted({len(m.seeds_of(r)) for r in runs} or {len(m.seeds)})
+    if len(counts) > 1:
+        return (f"rows are trained at {' or '.join(map(str, counts))} seeds (Seeds column; ablation-only rows use "
+                "ablations.seeds): ± is the 95 % CI half-width of the mean over a row's seeds (Student t), or the "
+                "evaluation's 95 % CI over test images for a one-seed row, whose time has no CI")
+    n = counts[0]
     if n == 1:
         return ("one training seed, so ± is the evaluation's 95 % CI over test images "
                 "and training quantities (time) have no CI")

@@ -119,7 +119,7 @@ class TaskSpec:
         return {k: v for k, v in self.prompt_files.items() if isinstance(v, RemoteFile)}
 
     def manifest(self) -> dict[str, Any]:
-        """What the tables and figures need to know about the task (written into grid.json)."""
+        """What the tables and figures need to know about the task (written into manifest.json)."""
         return {
             "name": self.name,
             "categories": list(self.categories),

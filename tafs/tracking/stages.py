@@ -126,7 +126,7 @@ def eval_metrics(data: dict[str, Any]) -> list[tuple[str, float, int]]:
 
 def eval_stage(key: str, rule: str, folder: Path, tags: dict[str, str]) -> Stage:
     path = folder / "metrics.json"
-    grid = folder / "grid.png"
+    grid = folder / "samples.png"
 
     def build(_scratch: Path) -> Payload:
         data = read_json(path)
@@ -204,10 +204,10 @@ def model_stages(layout: Layout, models: list[ModelRef], labels: dict[str, str])
 
 
 def labels_of(layout: Layout) -> dict[str, str]:
-    """Run and baseline labels from grid.json (names as they are when it does not exist yet)."""
-    if not layout.grid_json.is_file():
+    """Run and baseline labels from manifest.json (names as they are when it does not exist yet)."""
+    if not layout.manifest_json.is_file():
         return {}
-    g = read_json(layout.grid_json)
+    g = read_json(layout.manifest_json)
     out = {name: r.get("label", name) for name, r in (g.get("runs") or {}).items()}
     out.update({name: b.get("label", name) for name, b in (g.get("baselines") or {}).items()})
     return out

@@ -79,7 +79,7 @@ class PeriodicEval:
 
     def evaluate(self, trainer: Trainer) -> dict[str, float]:
         """Sample, score, save the grid; the denoiser's train/eval mode and the global RNG are left as found."""
-        from tafs.report.grid import save_grid
+        from tafs.report.image_grid import save_grid
 
         denoiser = trainer.backbone.denoiser()
         was_training = denoiser.training

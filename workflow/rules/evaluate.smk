@@ -1,16 +1,16 @@
 # Evaluation sweeps: one job per model (and seed) evaluates every sampler at every NFE of its sweep (the model and
-# the rewards load once); each writes eval/<model>/<sampler>/nfe{N}/metrics.json and grid.png.
+# the rewards load once); each writes eval/<model>/<sampler>/nfe{N}/metrics.json and samples.png.
 
 
 def _sweep_outputs(model, samplers, nfes, category):
-    """metrics.json and grid.png per sampler and NFE; the grids at the tables' NFE go into the Snakemake report."""
+    """metrics.json and samples.png per sampler and NFE; the grids at the tables' NFE go into the Snakemake report."""
     out = {}
     for s in samplers:
         for n in nfes:
             out[f"m_{s}{n}"] = str(L.eval_metrics(model, s, n))
-            grid = str(L.eval_grid(model, s, n))
+            grid = str(L.eval_samples(model, s, n))
             out[f"g_{s}{n}"] = grid if n != config["tables"]["main_nfe"] else report(
-                grid, caption="../report/grid.rst", category="Samples", subcategory=category)
+                grid, caption="../report/samples.rst", category="Samples", subcategory=category)
     return out
 
 

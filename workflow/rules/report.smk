@@ -23,7 +23,7 @@ rule grid_manifest:
         config=str(L.config_json),
         prompts=PLAN.eval_prompts(),
     output:
-        str(L.grid_json),
+        str(L.manifest_json),
     localrule: True
     log:
         str(L.log("grid_manifest.log")),
@@ -33,7 +33,7 @@ rule grid_manifest:
 
 rule tables:
     input:
-        grid=str(L.grid_json),
+        manifest=str(L.manifest_json),
         evals=PLAN.eval_metrics_files(),
         summaries=PLAN.train_summaries(),
     output:
@@ -49,7 +49,7 @@ rule tables:
     log:
         str(L.log("tables.log")),
     shell:
-        "python -m tafs tables --grid {input.grid} --results {R} --out {params.out} --figure {output.png}" + LOGGED
+        "python -m tafs tables --manifest {input.manifest} --results {R} --out {params.out} --figure {output.png}" + LOGGED
 
 
 rule mlflow_ingest:
