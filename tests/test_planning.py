@@ -197,3 +197,30 @@ def test_runs_longer_than_the_runtime_limit_are_noted():
                           "short": {"s_per_iteration": 43.0, "wall_h": 18.1}}, 48)
     assert len(notes) == 2 and "dance_grpo" in notes[1] and "6 submissions" in notes[1]
     assert "resources.train.runtime" in notes[0] and not over_runtime({"short": {"wall_h": 18.1}}, 48)
+
+
+@pytest.mark.parametrize("files", [["paper_sd3_geneval.yaml", "table1_baselines.yaml"],
+                                   ["paper_flux_geneval.yaml", "table1_baselines.yaml"], ["paper_flux_pickapic.yaml"]])
+def test_every_paper_evaluation_job_fits_its_gpu(files):
+    """With the presets' documented settings (HiDream's `offload: model`), no evaluation job's estimated peak exceeds
+    resources.eval.gpu_mem_gb; without the offload, HiDream's does and the warning names the two settings."""
+    import contextlib
+
+    from tafs.dag import Plan
+    from tafs.planning import command as tafs_plan
+    from tafs.planning.estimate import Estimator
+
+    cfg = tafs_plan.load_config([str(REPO / "workflow/presets" / f) for f in files], REPO)
+    with contextlib.chdir(REPO):
+        est = Estimator(cfg, Plan(cfg))
+        rules = ["eval_base"] + [g[0] for g in est.plan.eval_run_groups()]
+        rules += [f"eval_baseline_{b}" for b in cfg.get("baselines") or {}]
+        gpu_gb = est.gpu("eval")[1]
+        peaks = {r: est.evaluation(r, 1).memory for r in rules}
+        assert all(m is None or m.warning(gpu_gb) is None for m in peaks.values()), {
+            r: m.peak_gb for r, m in peaks.items() if m}
+        if "hidream_full" in (cfg.get("baselines") or {}):
+            assert peaks["eval_baseline_hidream_full"].peak_gb > 40  # the transformer and the rewards are counted
+            del cfg["baselines"]["hidream_full"]["offload"]
+            warning = Estimator(cfg, Plan(cfg)).evaluation("eval_baseline_hidream_full", 1).memory.warning(gpu_gb)
+            assert warning and "offload: model" in warning and "rewards_after_generation" in warning

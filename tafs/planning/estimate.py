@@ -101,6 +101,11 @@ class Estimator:
             return None
         return len(select_prompts(prompts, e.get("per_category"), int(e.get("images_per_prompt", 1))))
 
+    def eval_offload(self, rule: str) -> str | None:
+        """A baseline evaluation's ``offload`` (the trained models' evaluation has none)."""
+        name = rule.removeprefix("eval_baseline_")
+        return self.config["baselines"][name].get("offload") if rule.startswith("eval_baseline_") else None
+
     def eval_target(self, rule: str) -> tuple[str | None, dict, int, float | None, list[int]]:
         """(hub repo, dtypes, resolution, guidance, NFEs a job sweeps) of an evaluation rule."""
         m, e = self.config["model"], self.config["eval"]
@@ -127,7 +132,8 @@ class Estimator:
         e, seq = self.config["eval"], int(self.config["model"].get("max_sequence_length", 128))
         out.memory = eval_memory(rule, repo, dtypes, res, seq, guidance, int(e.get("batch_size", 128)),
                                  int(e.get("decode_chunk", 0)), self.plan.eval_reward_names(),
-                                 self.config.get("reward_models") or {}, self.cache)
+                                 self.config.get("reward_models") or {}, self.cache,
+                                 bool(e.get("rewards_after_generation")), self.eval_offload(rule))
         gen, images = catalogue.generator(repo), self.eval_images()
         arch = arch_of(gen, self.cache) if gen else None
         if arch is None or images is None:

@@ -77,6 +77,16 @@ def reward_weights(names: list[str], reward_models: dict[str, Any], cache: str |
     return Part(f"rewards {'+'.join(names)}", gb)
 
 
+def _placed(parts: list[Part], offload: str | None) -> list[Part]:
+    """The generator's weights on the GPU at once under diffusers' CPU offload (None: all of them)."""
+    if offload == "model":
+        big = max(parts, key=lambda p: p.gb)
+        return [Part(f"{big.what} (model offload: one component at a time)", big.gb)]
+    if offload == "sequential":
+        return [Part("weights streamed layer by layer (sequential offload)", 0.0)]
+    return parts
+
+
 def arch_of(gen: catalogue.Generator, cache: str | None) -> Arch | None:
     if gen.family not in ("sd3", "flux"):
         return None
@@ -163,14 +173,26 @@ def _advice(phase: str) -> list[str]:
 
 def eval_memory(job: str, repo: str | None, dtypes: dict[str, str], resolution: int, seq: int,
                 guidance: float | None, batch: int, decode_chunk: int, metrics: list[str],
-                reward_models: dict[str, Any], cache: str | None) -> JobMemory | None:
-    """An evaluation job: the generator and every metric's reward model resident, sampling a batch, decoding."""
+                reward_models: dict[str, Any], cache: str | None, one_reward: bool = False,
+                offload: str | None = None) -> JobMemory | None:
+    """An evaluation job: the generator and every metric's reward model resident, sampling a batch, decoding.
+
+    ``one_reward`` (``eval.rewards_after_generation``): the reward models are built one at a time after sampling,
+    so the largest one counts instead of their sum. ``offload`` (a baseline's ``offload``): "model" keeps one
+    component of the pipeline on the GPU at a time (the largest counts), "sequential" one layer (weights not
+    counted; diffusers streams them)."""
     gen = catalogue.generator(repo)
     if gen is None:
         return None
-    out = JobMemory(job, weights(gen, dtypes, cache))
-    out.parts.append(reward_weights(metrics, reward_models, cache))
+    out = JobMemory(job, _placed(weights(gen, dtypes, cache), offload))
+    if one_reward and metrics:
+        out.parts.append(max((reward_weights([n], reward_models, cache) for n in metrics), key=lambda p: p.gb))
+        out.parts[-1].what = f"largest reward, one at a time ({out.parts[-1].what.removeprefix('rewards ')})"
+    else:
+        out.parts.append(reward_weights(metrics, reward_models, cache))
     resident = ["the dtype of its models"] + (
+        [] if one_reward else ["eval.rewards_after_generation: true (one reward model at a time)"]) + (
+        [] if offload else ["baselines.<name>.offload: model (a baseline's pipeline, one component at a time)"]) + (
         ["reward_models.unifiedreward: url (the 7B judge served elsewhere)"] if "unifiedreward" in metrics else [])
     arch = arch_of(gen, cache)
     if arch is None:
