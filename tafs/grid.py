@@ -85,10 +85,16 @@ def normalised_train(train: dict) -> dict:
 
 
 def natural_sampler(train: dict) -> str:
-    """The sampler a method declares when ``methods.X.eval_sampler`` is not set: annealed-chain methods (TAFS-GRPO
-    and its ablations) are evaluated with the annealed chain, SDE-trained ones (flow_sde, dance_sde, mix_sde, cps)
-    with the Euler ODE."""
-    return "annealed" if train.get("method", {}).get("sampler", "annealed") == "annealed" else "ode"
+    """The sampler a method declares when ``methods.X.eval_sampler`` is not set: its training sampler's
+    ``eval_sampler`` (:mod:`tafs.train.samplers`): annealed-chain methods (TAFS-GRPO and its ablations) are
+    evaluated with the annealed chain, SDE-trained ones (flow_sde, dance_sde, mix_sde, cps) with the Euler ODE.
+    Imported here, not at the top, like the trainer's defaults: the samplers import torch."""
+    from tafs.train.samplers import get_sampler
+
+    try:
+        return get_sampler(normalised_train(train)["method"]["sampler"]).eval_sampler
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
 
 
 def base_train(config: dict, task: TaskSpec) -> dict:

@@ -74,3 +74,15 @@ def test_unknown_keys_are_rejected_with_their_name(path, where):
     _set(section, path, 1)
     errors = schema_errors(cfg, SCHEMA)
     assert errors and any(path[-1] in e for e in errors), errors
+
+
+def test_the_sampler_enum_is_the_registry():
+    """``method.sampler``'s names are written once, in tafs.train.samplers; the schema's enum (in ``$defs.train``,
+    which ``train`` and ``methods.X.train`` refer to) repeats them."""
+    from tafs.train.samplers import SAMPLERS
+
+    schema = yaml.safe_load(Path(SCHEMA).read_text())
+    train = schema["properties"]["train"]
+    assert train == {"$ref": "#/$defs/train"}
+    method = schema["$defs"]["train"]["properties"]["method"]
+    assert method["properties"]["sampler"]["enum"] == list(SAMPLERS)

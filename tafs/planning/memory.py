@@ -149,8 +149,7 @@ def _train_phases(config: dict, train: dict, gen: catalogue.Generator, arch: Arc
     vb = 2 if dtypes["transformer"] != "fp32" or train.get("mixed_precision", "no") != "no" else 4
     act = training_activations(arch, micro * cfg, res, seq, rank, vb)
     ckpt = bool(m.get("gradient_checkpointing"))
-    method = train.get("method", {})
-    steps = method.get("n_annealed", 3) if method.get("sampler", "annealed") == "annealed" else method.get("n_steps", 10)
+    steps = _actions(train.get("method", {}))
     chunk = int(train.get("sample_chunk") or share)
     scored = int(share * steps)
     other = f"{act.peak(not ckpt) / GB:.1f} GB {'without' if ckpt else 'with'}"
@@ -161,6 +160,15 @@ def _train_phases(config: dict, train: dict, gen: catalogue.Generator, arch: Arc
         f"decoding {train.get('decode_chunk') or scored} at a time": decode_gb(
             int(train.get("decode_chunk") or scored), res, dtypes["vae"]),
     }
+
+
+def _actions(method: dict) -> int:
+    """Actions of a trajectory (its 3 T + 1 latents: states, actions, estimates; at most T scored estimates):
+    the sampler's ``num_actions``. Imported here: the samplers import torch."""
+    from tafs.config import from_dict
+    from tafs.train.methods import Method, MethodConfig
+
+    return Method(from_dict(MethodConfig, method, "method")).num_actions
 
 
 def _advice(phase: str) -> list[str]:

@@ -45,7 +45,7 @@ def batch_randn(shape: torch.Size | tuple[int, ...], generator: torch.Generator 
 def batch_rand(shape: torch.Size | tuple[int, ...], generator: torch.Generator | None,
                device: torch.device | str | None = None) -> torch.Tensor:
     """Uniform [0, 1) float32 values of ``shape`` (rows = samples), drawn for the global batch inside
-    :func:`sharded` like :func:`batch_randn` (DanceGRPO's per-sample step subsets, tafs.train.methods)."""
+    :func:`sharded` like :func:`batch_randn` (DanceGRPO's per-sample step subsets, tafs.train.samplers.dance_sde)."""
     shard = _SHARD.get()
     if shard is None:
         return torch.rand(shape, generator=generator, device=device)

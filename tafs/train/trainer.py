@@ -120,11 +120,11 @@ class TrainConfig:
 
 def check_config(cfg: TrainConfig) -> None:
     """What a training run refuses, checked without a model: the DAG calls it for every run before any job."""
-    n_scored = Method(cfg.method).num_scored_steps
+    method = Method(cfg.method)
+    n_scored = method.num_scored_steps
     if cfg.advantage.n_adv > n_scored:
-        src = "method.n_annealed" if cfg.method.sampler == "annealed" else "method.n_steps - 1"
         raise ConfigError(f"advantage.n_adv = {cfg.advantage.n_adv} exceeds the {n_scored} scored steps "
-                         f"({src}); use 1 <= n_adv <= {n_scored}")
+                         f"({method.sampler.num_actions_rule}); use 1 <= n_adv <= {n_scored}")
     if not cfg.advantage.rewards:
         raise ConfigError("advantage.rewards must name at least one reward, e.g. {\"toy_dense\": 1.0} "
                          "(the DAG fills in the task's training rewards)")
