@@ -17,10 +17,11 @@ from tafs.config import ConfigError, deep_merge
 from tafs.datafiles import RemoteFile
 from tafs.grid import Grid, build_grid, eval_models, method_spec, run_seeds
 from tafs.hub import HubModel
+from tafs.job_launch import node_resources
 from tafs.paths import Layout, ModelRef
 from tafs.sources import Sources, Tiny
 from tafs.tasks import registry as tasks
-from tafs.tasks.base import TaskSpec, check_prompt_files
+from tafs.tasks.base import BuiltModel, TaskSpec, check_prompt_files
 
 
 class Plan:
@@ -31,7 +32,8 @@ class Plan:
         if self.task.local_files():  # a user task: its files exist now, so check them now
             check_prompt_files(self.task)
         self.grid: Grid = build_grid(config)
-        self.sources = Sources(config, self.layout)
+        self.sources = Sources(config, self.layout, self.task.builds, f"task {self.task.name!r}")
+        self.sources.check_buildable(self.used_rewards())
         self._check_job_configs()
         self._check_train_metadata()
 
@@ -94,13 +96,27 @@ class Plan:
 
     # -- models -----------------------------------------------------------------------------------
     def base_model(self) -> str:
-        """A local folder, a download, or the base the DAG builds (the toy base, a tiny pipeline)."""
+        """A local folder, a download, or the base the DAG builds (the task's, a tiny pipeline)."""
         return self.sources.base_path()
 
-    def builds_base(self) -> str | None:
-        """What the DAG builds as the base model: "toy" (pretraining), a tiny family, or None (a given model)."""
+    def tiny_base(self) -> str | None:
+        """The tiny random pipeline family the DAG builds as the base (`model.pretrained: {tiny: ...}`), if any."""
         base = self.sources.base
-        return "toy" if base is None else base.family if isinstance(base, Tiny) else None
+        return base.family if isinstance(base, Tiny) else None
+
+    def built_models(self) -> dict[str, BuiltModel]:
+        """The models the task builds for this config (rule build_model), by folder name under results/models."""
+        return self.sources.built_models(self.used_rewards())
+
+    def used_rewards(self) -> list[str]:
+        """The rewards a job reads: those scored at evaluation and those any run trains on."""
+        return sorted({*self.eval_reward_names(), *(r for run in self.grid.runs for r in self.train_rewards(run))})
+
+    def build_model_args(self, name: str) -> str:
+        """The command line of ``python -m tafs`` that builds model ``name`` (without --out / --threads)."""
+        b = self.built_models()[name]
+        args = f"{b.command} --cfg {quoted(self.config.get(b.config_key) or {})}"
+        return args + (f" --ckpt-dir {self.layout.checkpoints(b.command)}" if b.resumes else "")
 
     def downloads(self) -> dict[str, HubModel]:
         return self.sources.downloads()
@@ -140,18 +156,15 @@ class Plan:
     # -- rewards and their models -----------------------------------------------------------------
     def reward_kwargs(self) -> dict[str, dict]:
         """Factory kwargs of every configured reward model, each model the DAG provides replaced by its folder
-        (`path: null` = the toy scorer the DAG trains; `{hub: ...}` = its download; `{tiny: name}` = built)."""
+        (`path: null` = the model the task builds; `{hub: ...}` = its download; `{tiny: name}` = built)."""
         models = self.config.get("reward_models") or {}
         return {name: self.sources.reward_kwargs(name, kw or {}) for name, kw in models.items()}
 
     def tiny_rewards(self) -> list[str]:
         return self.sources.tiny_rewards()
 
-    def uses_dag_scorer(self) -> bool:
-        return self.sources.uses_toy_scorer()
-
     def reward_inputs(self, names) -> list[str]:
-        """The model folders the DAG makes (trained scorer, downloads) for the rewards ``names``."""
+        """The model folders the DAG makes (built by the task, downloads) for the rewards ``names``."""
         return sorted({f for n in names for f in self.sources.reward_outputs(n)})
 
     def eval_reward_names(self) -> list[str]:
@@ -342,54 +355,3 @@ class Untracked:
 
     def __str__(self) -> str:
         return self.text
-
-
-def job_gpus(resources: Any) -> int:
-    """GPUs a job was given: its `gpu` resource (also after --set-resources), 0 when absent."""
-    return int(resources.get("gpu", 0) or 0)
-
-
-def node_resources(spec: dict[str, Any]) -> dict[str, Any]:
-    """The Snakemake resources that make a stage with `nodes` N > 1 one Slurm job of N nodes ({} for N = 1).
-
-    `gpu` (GPUs per node, G) becomes the job's total N x G: the Slurm plugin submits it as --gpus (a total),
-    Snakemake counts it, and `--expect-gpus` gets it; `slurm_extra` --gpus-per-node=G makes Slurm put G on
-    each node (--gpus alone may split them unevenly). `mpi` tells the jobstep executor to run the rule's
-    shell as it is, not inside `srun -n1` (the shell runs its own srun, one launcher per node); the submit
-    plugin then wants `tasks` (N: --ntasks, one per node), and `tasks_per_gpu` 0 stops it from also turning
-    `tasks` into --ntasks-per-gpu.
-    """
-    nodes, gpus = int(spec.get("nodes", 1)), int(spec.get("gpu", 0))
-    if nodes <= 1:
-        return {}
-    if gpus < 1:
-        raise ConfigError(f"resources.train.nodes = {nodes} needs resources.train.gpu >= 1 (the GPUs of each "
-                          "node): multi-node training is GPU training")
-    per_node = f"{spec['gpu_model']}:{gpus}" if spec.get("gpu_model") else str(gpus)
-    return {"gpu": nodes * gpus, "nodes": nodes, "tasks": nodes, "tasks_per_gpu": 0, "mpi": "srun",
-            "slurm_extra": f"--gpus-per-node={per_node}"}
-
-
-def tafs_launcher(resources: Any) -> str:
-    """The command prefix that runs `tafs` for a job: one process, accelerate with one per GPU, or one
-    `tafs launch` (torchrun) per node.
-
-    With gpu > 1 on one node the job runs `accelerate launch` with --num_processes = gpu on this node; the
-    rendezvous port is picked when the job starts, on the node it runs on (`tafs free-port`). With nodes > 1
-    (tafs.dag.node_resources) srun starts `tafs launch` on each node with gpu / nodes processes; the node
-    count is written out, not $SLURM_NNODES: the jobstep executor drops SLURM_* but the job id from the shell's
-    environment.
-    """
-    nodes = int(resources.get("nodes", 1) or 1)
-    gpus = job_gpus(resources)
-    if nodes > 1:
-        per_node = gpus // nodes
-        cpus = per_node * int(resources.get("cpus_per_gpu", 1) or 1)
-        return (f"srun --nodes={nodes} --ntasks-per-node=1 --cpus-per-task={cpus} --gpus-per-node={per_node} "
-                f"--kill-on-bad-exit=1 python -m tafs launch --nproc-per-node {per_node} --")
-    if gpus > 1:
-        return ("accelerate launch --multi_gpu --num_processes {n} --num_machines 1 "
-                "--mixed_precision no --dynamo_backend no "
-                "--main_process_port $(python -m tafs free-port) -m tafs").format(n=gpus)
-    return "python -m tafs"
-

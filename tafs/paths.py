@@ -2,9 +2,9 @@
 
 ::
 
-    {root}/config.json, manifest.json                   the effective config; every model, run and table row
+    {root}/config.json, manifest.json               the effective config; every model, run and table row
     {root}/prompts/{split}.jsonl                    the task's prompt files (train, test)
-    {root}/models/base/, models/clip_scorer/        models the DAG builds (toy base, toy CLIP-like scorer)
+    {root}/models/{name}/                           models the DAG builds (the task's TaskSpec.builds, a tiny base)
     {root}/runs/{run}/seed{S}/                      adapter/, metrics.jsonl, train_summary.json
     {root}/eval/{model}/{sampler}/nfe{N}/           metrics.json, samples.png; {model} is a ModelRef key:
                                                     base | runs/{run}/seed{S} | baselines/{name}
@@ -97,9 +97,9 @@ class Layout:
     def base_model(self) -> Path:
         return self.root / "models" / "base"
 
-    @property
-    def scorer_model(self) -> Path:
-        return self.root / "models" / "clip_scorer"
+    def built_model(self, name: str) -> Path:
+        """A model the task builds in the DAG (``TaskSpec.builds``: the toy base and scorer)."""
+        return self.root / "models" / name
 
     def tiny_reward(self, name: str) -> Path:
         """A tiny random reward model the DAG builds (`{tiny: name}`; tafs.rewards.tiny)."""
@@ -179,6 +179,14 @@ class Layout:
         return self.root.joinpath("logs", *parts)
 
     # -- discovery (what exists) ------------------------------------------------------------------
+    def build_metrics(self) -> Iterator[tuple[str, Path]]:
+        """(model folder name, metrics file) of every model the DAG built that recorded how
+        (``models/<name>/<what>_metrics.json``: the toy base's pretraining, the toy scorer's training)."""
+        for folder, _ in _children(self.root / "models", _NAME):
+            files = sorted(folder.glob("*_metrics.json"))
+            if files:
+                yield folder.name, files[0]
+
     def finished_runs(self) -> Iterator[tuple[str, int, Path]]:
         """(run, seed, folder) of every run folder holding a train_summary.json, in a stable order."""
         for run_dir, _ in _children(self.root / "runs", _NAME):

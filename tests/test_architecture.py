@@ -105,3 +105,48 @@ def test_tasks_lists_user_tasks_from_a_config(tmp_path):
     res = subprocess.run([sys.executable, "-m", "tafs", "tasks", "--configfile", str(cfg)], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "mine" in res.stdout and "my cats" in res.stdout, res.stderr
+
+
+GENERIC = ["tafs/paths.py", "tafs/sources.py", "tafs/dag.py", "tafs/grid.py", "tafs/cli.py", "tafs/tracking",
+           "workflow/rules", "Snakefile"]
+TOY_NAMES = ("toy", "scorer")  # the toy world's models and tasks: declared by the toy task (TaskSpec.builds)
+
+
+def _code_names(path: Path) -> list[str]:
+    """Identifiers and string constants of a Python file (docstrings and comments left out), or the non-comment
+    text of each line of a Snakemake file."""
+    text = path.read_text()
+    if path.suffix != ".py":
+        return [line.split("#", 1)[0] for line in text.splitlines()]
+    tree = ast.parse(text)
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.body
+            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            out.append(node.id)
+        elif isinstance(node, ast.Attribute):
+            out.append(node.attr)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.arg)):
+            out.append(getattr(node, "name", None) or node.arg)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+            out.append(node.value)
+    return out
+
+
+def test_the_generic_layer_names_no_toy_model():
+    """The toy base and scorer are models the toy task declares (TaskSpec.builds, built by the generic rule
+    build_model): no identifier, string or rule of the generic layer names them."""
+    files = [p for g in GENERIC for p in ([ROOT / g] if (ROOT / g).is_file() else sorted((ROOT / g).rglob("*.*")))
+             if p.suffix in (".py", ".smk", "") and p.is_file()]
+    assert len(files) > 10
+    hits = {str(p.relative_to(ROOT)): sorted({n for n in _code_names(p) if any(t in n.lower() for t in TOY_NAMES)})
+            for p in files}
+    assert not {k: v for k, v in hits.items() if v}, hits
+
+
+def test_the_toy_name_check_sees_code_not_docs(tmp_path):
+    code = tmp_path / "m.py"
+    code.write_text('"""the toy scorer"""\n# toy\ndef f():\n    """toy"""\n    return "models/clip_scorer"\n')
+    assert [n for n in _code_names(code) if "scorer" in n] == ["models/clip_scorer"]

@@ -67,12 +67,12 @@ def test_the_users_command_picks_up_the_profile(wf):
     assert re.search(r"Using profiles? slurm", out), out
     # toy default: gpu 0 everywhere -> CPU jobs (cpus_per_task = threads), no GPU resource at all
     train = _jobs(res.stdout, "train")
-    assert len(train) == 12 * 3  # the default grid: 12 distinct runs x 3 seeds
+    assert len(train) == 5 * 3 + 7  # the default grid: 12 distinct runs, 7 of them ablation-only at one seed
     for job in train:
         assert "gpu" not in job["resources"] and "cpus_per_gpu" not in job["resources"], job
         assert job["resources"]["cpus_per_task"] == "1" and job["resources"]["runtime"] == "240"
         assert job["shell"].startswith("python -m tafs train ") and "--expect-gpus 0" in job["shell"]
-    scorer = _jobs(res.stdout, "train_scorer")[0]["resources"]  # the `pretrain` stage's resources
+    scorer = _jobs(res.stdout, "build_model")[0]["resources"]  # the toy scorer: the `pretrain` stage's resources
     assert scorer["mem_mb"] == "4000" and scorer["cpus_per_task"] == "1"
     assert all(j["resources"]["cpus_per_task"] == "1" for j in _jobs(res.stdout, "eval_base"))
     assert all(j["resources"]["mem_mb"] == "1000" for j in _jobs(res.stdout, "prompts"))
@@ -124,7 +124,7 @@ def test_account_qos_and_constraint_per_stage_reach_the_gpu_jobs_only(wf):
         for job in jobs:
             assert {k: job["resources"].get(k) for k in want} == want, (rule, job)
             assert f"--threads {threads}" in job["shell"], (rule, job["shell"])  # per process: its GPU's CPUs
-    for rule in ("prompts", "train_scorer"):  # CPU stages: no GPU partition, account, QOS or GPU type
+    for rule in ("prompts", "build_model"):  # CPU stages: no GPU partition, account, QOS or GPU type
         for job in _jobs(res.stdout, rule):
             assert not {"slurm_account", "qos", "constraint", "gpu_model", "gpu"} & set(job["resources"]), job
             assert job["resources"].get("slurm_partition") != "gpu", job
@@ -139,9 +139,20 @@ def test_account_qos_and_constraint_per_stage_reach_the_gpu_jobs_only(wf):
     ({"resources": {"plots": {"mem_mb": 1}}}, "plots"),
 ])
 def test_bad_resources_fail_validation(wf, bad, needle):
-    res = run_snakemake(wf, "-n", "--cores", "1", configs=[bad])
-    out = res.stdout + res.stderr
-    assert res.returncode != 0 and needle in out and "validat" in out.lower(), out
+    """The schema check the Snakefile runs (tafs.planning.command.load_config: the same merge and validation), in
+    process; the first case also through `snakemake` (its message and exit code)."""
+    from tafs.config import ConfigError
+    from tafs.planning.command import load_config
+
+    path = wf / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError) as err:
+        load_config([str(path)], wf)
+    assert needle in str(err.value) and "validat" in str(err.value).lower(), err.value
+    if "gpus" in bad["resources"].get("train", {}):
+        res = run_snakemake(wf, "-n", "--cores", "1", configs=[bad])
+        out = res.stdout + res.stderr
+        assert res.returncode != 0 and needle in out and "validat" in out.lower(), out
 
 
 def test_sd3_cluster_preset_plans_downloads_and_multi_gpu_training(wf):
@@ -152,7 +163,7 @@ def test_sd3_cluster_preset_plans_downloads_and_multi_gpu_training(wf):
     res = run_snakemake(wf, "-n", "-p", "--cores", "all", "--profile", "slurm",
                         "--configfile", "workflow/presets/sd3_cluster.yaml")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert not _jobs(res.stdout, "pretrain_base")  # a given model: nothing to pretrain
+    assert not any("models/base " in j["shell"] for j in _jobs(res.stdout, "build_model"))  # a given base
     downloads = _jobs(res.stdout, "download")
     assert len(downloads) == 2, res.stdout[-3000:]
     shells = " ".join(j["shell"] for j in downloads)

@@ -13,7 +13,8 @@ import yaml
 from dag_utils import REPO, run_snakemake, scratch_workflow
 
 from tafs.config import ConfigError
-from tafs.dag import Plan, node_resources, tafs_launcher
+from tafs.dag import Plan
+from tafs.job_launch import node_resources, tafs_launcher
 from tafs.distributed import gpu_count_error
 from tafs.launch import from_env, parse_first_host, rendezvous_port, split_argv
 

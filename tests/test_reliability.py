@@ -140,14 +140,38 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[dict, str]]:
     }
 
 
-@pytest.mark.parametrize("case", list(_bad_cases(Path("/nonexistent"))))
-def test_bad_config_fails_before_any_job_and_changes_nothing(populated, tmp_path, case):
+# One case of each kind goes through `snakemake` (the Snakefile's schema check, the DAG-time Plan checks, a model
+# folder, a task's prompt file): the others through the same two functions in-process (tafs.planning.command.load_config
+# = the Snakefile's merge and schema validation, then tafs.dag.Plan = common.smk's checks), 4 s of startup each saved.
+VIA_SNAKEMAKE = ("train unknown key", "preset n_adv", "model_index", "garbled prompts", "tracking uri")
+
+
+def _bad_file(tmp_path: Path, case: str) -> tuple[Path, str]:
     _write_bad_files(tmp_path)
     overrides, needle = _bad_cases(tmp_path)[case]
-    before = _checksums(populated / "results")
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**SMALL, **overrides} if "tables" not in overrides else
                                   {**SMALL, **overrides, "tables": {**SMALL["tables"], **overrides["tables"]}}))
+    return bad, needle
+
+
+@pytest.mark.parametrize("case", [c for c in _bad_cases(Path("/nonexistent")) if c not in VIA_SNAKEMAKE])
+def test_bad_config_fails_the_dag_checks(populated, tmp_path, case, monkeypatch):
+    from tafs.config import ConfigError
+    from tafs.dag import Plan
+    from tafs.planning.command import load_config
+
+    bad, needle = _bad_file(tmp_path, case)
+    monkeypatch.chdir(populated)
+    with pytest.raises((ConfigError, ValueError, FileNotFoundError)) as err:
+        Plan(load_config([str(bad)], populated))
+    assert needle in str(err.value), f"{case}: {needle!r} not in\n{err.value}"
+
+
+@pytest.mark.parametrize("case", VIA_SNAKEMAKE)
+def test_bad_config_fails_before_any_job_and_changes_nothing(populated, tmp_path, case):
+    bad, needle = _bad_file(tmp_path, case)
+    before = _checksums(populated / "results")
     res = run_snakemake(populated, "--cores", "1", "--configfile", str(bad))
     out = res.stdout + res.stderr
     assert res.returncode != 0, out[-2000:]

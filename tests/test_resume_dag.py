@@ -85,6 +85,25 @@ def test_plan_names_dag_models_by_declaration_not_folder():
     (id0, rt0), (id4, rt4) = (p.train_job(RUN, 0) for p in plans)
     assert id0 == id4 and rt0 != rt4
     assert id0["reward_kwargs"]["clip"] == {"path": None, "scale": 1.0}
-    assert rt0["train"]["reward_kwargs"]["clip"]["path"] == str(plans[0].layout.scorer_model)
+    assert rt0["train"]["reward_kwargs"]["clip"]["path"] == str(plans[0].layout.built_model("clip_scorer"))
     assert "micro_batch" not in id0 and rt4["train"]["micro_batch"] == 4
     assert deep_merge(id0, rt0["train"]) == plans[0].train_cfg(RUN, 0)
+
+
+def test_moving_the_hub_cache_keeps_the_checkpoint_identity(tmp_path):
+    """hub.cache is where downloads live, not what a run is: the job's tracked identity and its checkpoint key
+    (tafs.train.identity.job_identity) are the same under two caches; only the runtime paths move."""
+    from tafs.config import deep_merge
+    from tafs.dag import Plan
+    from tafs.train.identity import job_identity
+
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["reward_models"]["clip"] = {"path": {"hub": "openai/clip-vit-base-patch32", "revision": "abc123"}, "scale": 1.0}
+    plans = [Plan(deep_merge(cfg, {"hub": {"cache": c}})) for c in ("downloads", str(tmp_path / "scratch" / "hub"))]
+    (id0, rt0), (id1, rt1) = (p.train_job(RUN, 0) for p in plans)
+    assert id0 == id1 and rt0 != rt1
+    assert rt1["train"]["reward_kwargs"]["clip"]["path"] == str(tmp_path / "scratch/hub/openai--clip-vit-base-patch32@abc123")
+    prompts = tmp_path / "train.jsonl"
+    prompts.write_text('{"prompt": "a red circle"}\n')
+    keys = [job_identity(id0, {}, f"{cache}/acme--sd3@main", str(prompts)) for cache in ("downloads", "/scratch/hub")]
+    assert keys[0] == keys[1] and keys[0]["model"]["name"] == "acme--sd3@main"

@@ -37,6 +37,28 @@ class MetricSpec:
 
 
 @dataclass(frozen=True)
+class BuiltModel:
+    """A model a task's world builds in the DAG instead of loading one (the toy world: its base and its learned
+    scorer). The generic rule ``build_model`` runs ``python -m tafs <command> --cfg <config[config_key]> --out
+    <results>/models/<name> --threads N`` (plus ``--ckpt-dir`` when it ``resumes``) with the ``pretrain`` stage's
+    resources. ``provides``: ``"base"`` (stands in for ``model.pretrained: null``) or ``"reward:<name>"`` (for a
+    ``reward_models.<name>`` kwarg set to null, e.g. ``clip: {path: null}``). ``metrics_file``: what MLflow logs
+    from the folder."""
+
+    name: str
+    command: str
+    config_key: str
+    provides: str
+    metrics_file: str | None = None
+    resumes: bool = False
+
+    def __post_init__(self) -> None:
+        if self.provides != "base" and not self.provides.startswith("reward:"):
+            raise ConfigError(f"built model {self.name!r}: provides must be 'base' or 'reward:<name>', "
+                              f"got {self.provides!r}")
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     name: str
     description: str
@@ -55,6 +77,7 @@ class TaskSpec:
     disjoint_splits: bool = False  # drop training prompts whose text is a test prompt (as Flow-GRPO filters GenEval)
     table1_task: str | None = None  # the task Table 1 trains on when not this one (the toy preference task's is the toy
                                     # composition task, as the paper's Table 1 is GenEval); config tables.table1.task
+    builds: tuple[BuiltModel, ...] = ()  # models its world builds in the DAG (the toy base and scorer)
 
     def __post_init__(self) -> None:
         keys = [m.key for m in self.metrics]
@@ -69,6 +92,10 @@ class TaskSpec:
         unknown = sorted(set(self.prompt_files) - set(SPLITS))
         if unknown:
             raise ConfigError(f"task {self.name!r}: unknown split(s) {unknown}; expected {list(SPLITS)}")
+
+    def built(self, provides: str) -> BuiltModel | None:
+        """The model this task builds for ``provides`` ("base" or "reward:<name>"), if any."""
+        return next((b for b in self.builds if b.provides == provides), None)
 
     @property
     def headline_metric(self) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 
 from tafs.prompts import Prompt
 from tafs.rewards.toy import spec_from_metadata
-from tafs.tasks.base import MetricSpec, TaskSpec
+from tafs.tasks.base import BuiltModel, MetricSpec, TaskSpec
 from tafs.toyworld.prompts import CATEGORIES, PromptSpec, prompt_set, spec_to_dict
 
 STRICT = "Strict acc. (GenEval-like)"
@@ -53,9 +53,14 @@ def chance_scores(prompts: Sequence[Prompt], seed: int) -> dict[str, float]:
     return {"correct": float(np.mean([s.correct for s in scores])), "dense": float(np.mean([s.dense for s in scores]))}
 
 
+# What the toy world builds in the DAG (tafs.tasks.toy_commands): its base, pretrained by rectified flow when
+# `model.pretrained: null` (config `pretrain:`), and its learned CLIP-like scorer for `reward_models.clip.path: null`
+# (config `scorer:`).
+BUILDS = (BuiltModel("base", "pretrain", "pretrain", "base", "pretrain_metrics.json", resumes=True),
+          BuiltModel("clip_scorer", "train-scorer", "scorer", "reward:clip", "scorer_metrics.json"))
 _COMMON = dict(generator="tafs.tasks.toy:toy_prompts", categories=CATEGORIES, category_metric="correct",
                category_label="strict acc. by category (%)", chance="tafs.tasks.toy:chance_scores",
-               caption_prefix="Toy analogue of", headline="correct")
+               caption_prefix="Toy analogue of", headline="correct", builds=BUILDS)
 
 TASKS = {
     "shapes_clip": TaskSpec(
@@ -64,7 +69,7 @@ TASKS = {
         rewards={"clip": 1.0},
         metrics=(MetricSpec("clip", "clip", "in", "CLIP score"),),
         generator="tafs.tasks.toy:toy_prompts", categories=CATEGORIES, category_metric="clip",
-        category_label="CLIP score by category"),
+        category_label="CLIP score by category", builds=BUILDS),
     "toy_preference": TaskSpec(
         name="toy_preference",
         description="toy shapes world, human-preference analogue (Tables 2-7): trained on the dense score + "

@@ -1,7 +1,7 @@
 """Ingest a finished ``results/`` folder into MLflow, idempotently.
 
 One MLflow experiment per effective config (``<task>/<config files> [<hash>]``); inside it one MLflow run per
-stage instance (config, pretrain, scorer, each train run, each evaluation, the report), each carrying
+stage instance (config, each model the DAG built, each train run, each evaluation, the report), each carrying
 a stable ``tafs.key`` tag and a ``tafs.fingerprint`` tag (a hash of its source files). Re-ingesting
 skips runs whose sources are unchanged and deletes + re-creates those whose sources changed, so the
 MLflow view always mirrors ``results/`` without duplicates.

@@ -42,7 +42,7 @@ class Stage:
     """One stage instance found in ``results/``: its identity, its sources and how to build it."""
 
     key: str  # stable identity, also the MLflow run name, e.g. "train/tafs_grpo/seed0"
-    rule: str  # Snakemake rule it came from: config, pretrain, scorer, train, eval_base, eval_run, report
+    rule: str  # Snakemake rule it came from: config, model, build_model, train, eval_base, eval_run, report
     sources: list[Path]  # files whose contents define the fingerprint
     build: Callable[[Path], Payload]  # called with a scratch folder for generated artifacts
     tags: dict[str, str] = field(default_factory=dict)  # identity tags (wildcards), known without reading

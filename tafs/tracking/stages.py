@@ -2,8 +2,9 @@
 
 The runs are nested the way a researcher compares them: every model is a top-level run (``model/base``, each
 ``train/<run>/seed<S>``, each ``model/baselines/<name>``) holding its evaluation runs (one per sampler and NFE);
-``report`` holds the tables, Figure 4 and the report; ``config`` and ``scorer`` stand beside them. Tags
-(``method``, ``label``, ``seed``, ``sampler``, ``nfe``, ``model_kind``) make "method = X and nfe = 8" a filter.
+``report`` holds the tables, Figure 4 and the report; ``config`` and each other model the DAG built (``model/<name>``,
+e.g. the toy scorer) stand beside them. Tags (``method``, ``label``, ``seed``, ``sampler``, ``nfe``, ``model_kind``)
+make "method = X and nfe = 8" a filter.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def config_stage(config: dict[str, Any]) -> Stage:
 
 
 def model_stage(key: str, name: str, path: Path | None, tags: dict[str, str]) -> Stage:
-    """A model's own run (the base, a baseline): what made it (the toy base's pretraining metrics) when known."""
+    """A model's own run (the base, a baseline): what made it (the metrics of the DAG's build of it) when known."""
     if path is not None and path.is_file():
         stage = json_stage(key, "model", path)
         stage.tags, stage.name = tags, name
@@ -44,7 +45,7 @@ def model_stage(key: str, name: str, path: Path | None, tags: dict[str, str]) ->
 
 
 def json_stage(key: str, rule: str, path: Path) -> Stage:
-    """A stage that wrote one flat-ish metrics JSON (pretraining, the learned scorer)."""
+    """A stage that wrote one flat-ish metrics JSON (a model the DAG built: e.g. pretraining, a learned scorer)."""
 
     def build(_scratch: Path) -> Payload:
         data = read_json(path)
@@ -194,8 +195,8 @@ def model_stages(layout: Layout, models: list[ModelRef], labels: dict[str, str])
     out: dict[str, Stage] = {}
     for m in models:
         if m.kind == "base":
-            out["base"] = model_stage("model/base", "Base model", layout.base_model / "pretrain_metrics.json",
-                                      {"model_kind": "base", "label": "Base"})
+            built = dict(layout.build_metrics()).get(layout.base_model.name)  # how the DAG built it, if it did
+            out["base"] = model_stage("model/base", "Base model", built, {"model_kind": "base", "label": "Base"})
         elif m.kind == "baseline":
             label = labels.get(m.name, m.name)
             out[m.key] = model_stage(f"model/{m.key}", label, None,
@@ -217,8 +218,8 @@ def discover(results: Path, config: dict[str, Any]) -> list[Stage]:
     """All stage instances present in ``results/``, parents before their children."""
     layout, labels = Layout(results), labels_of(Layout(results))
     stages = [config_stage(config)]
-    if (layout.scorer_model / "scorer_metrics.json").is_file():
-        stages.append(json_stage("scorer", "scorer", layout.scorer_model / "scorer_metrics.json"))
+    stages += [json_stage(f"model/{name}", "build_model", path) for name, path in layout.build_metrics()
+               if name != layout.base_model.name]  # the base's is its model run's (model_stages)
     evals = list(layout.finished_evals())
     stages += model_stages(layout, [ModelRef.base()] + [e.model for e in evals if e.model.kind == "baseline"], labels)
     stages += [train_stage(run, seed, folder, labels.get(run)) for run, seed, folder in layout.finished_runs()]

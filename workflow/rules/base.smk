@@ -1,5 +1,5 @@
 # The models: downloads from the hub (once, on the host running Snakemake: compute nodes may have no
-# network), the base the DAG builds (the toy base, or a tiny random pipeline), the toy CLIP-like scorer.
+# network), the models the task builds (TaskSpec.builds), a tiny random base pipeline, tiny random reward models.
 DOWNLOADS = PLAN.downloads()
 
 if DOWNLOADS:
@@ -23,55 +23,41 @@ if DOWNLOADS:
             "--out {output}" + LOGGED
 
 
-if PLAN.builds_base() == "toy":
+# The models the task's world builds (TaskSpec.builds: the toy base when `model.pretrained: null`, the toy CLIP-like
+# scorer for `reward_models.clip.path: null`), with the `pretrain` stage's resources; resumable ones keep their
+# checkpoints outside the declared output (Snakemake deletes outputs before a run).
+BUILT = PLAN.built_models()
 
-    rule pretrain_base:
+if BUILT:
+
+    rule build_model:
         output:
-            directory(str(L.base_model)),
+            directory(str(L.built_model("{name}"))),
+        wildcard_constraints:
+            name="|".join(map(re.escape, BUILT)),
         params:
-            cfg=quoted(config["pretrain"]),
-            # Resumable checkpoints live outside the declared output (Snakemake deletes outputs before a run).
-            ckpt=str(L.checkpoints("pretrain")),
+            args=lambda wc: PLAN.build_model_args(wc.name),
         threads: PLAN.stage_threads("pretrain")
         resources:
             **PLAN.stage_resources("pretrain"),
         log:
-            str(L.log("pretrain_base.log")),
+            str(L.log("build_model", "{name}.log")),
         shell:
-            "python -m tafs pretrain --cfg {params.cfg} --out {output} --ckpt-dir {params.ckpt} "
-            "--threads {threads}" + LOGGED
+            "python -m tafs {params.args} --out {output} --threads {threads}" + LOGGED
 
-elif PLAN.builds_base():
+if PLAN.tiny_base():
 
     rule tiny_base:
         output:
             directory(str(L.base_model)),
         params:
-            family=PLAN.builds_base(),
+            family=PLAN.tiny_base(),
         resources:
             **PLAN.stage_resources("default"),
         log:
             str(L.log("tiny_base.log")),
         shell:
             "python -m tafs tiny-pipeline --family {params.family} --out {output}" + LOGGED
-
-
-# The toy CLIP-like scorer (a learned reward model), trained on rendered prompts when a reward model
-# asks for it (`reward_models: {clip: {path: null}}`).
-if PLAN.uses_dag_scorer():
-
-    rule train_scorer:
-        output:
-            directory(str(L.scorer_model)),
-        params:
-            cfg=quoted(config.get("scorer", {})),
-        threads: PLAN.stage_threads("pretrain")
-        resources:
-            **PLAN.stage_resources("pretrain"),
-        log:
-            str(L.log("train_scorer.log")),
-        shell:
-            "python -m tafs train-scorer --cfg {params.cfg} --out {output} --threads {threads}" + LOGGED
 
 
 # Tiny random reward models of the real classes (`reward_models.<name>.path: {tiny: <model>}`): CPU smoke runs

@@ -8,7 +8,8 @@ import sys
 
 from tafs import owner
 from tafs.config import ConfigError, redact
-from tafs.dag import Plan, Untracked, job_gpus, quoted, tafs_launcher
+from tafs.dag import Plan, Untracked, quoted
+from tafs.job_launch import job_gpus, tafs_launcher
 from tafs.paths import ModelRef
 
 # A results folder belongs to the config that made it (tafs.owner): another config stops here, before any job.
