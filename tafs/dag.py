@@ -33,9 +33,9 @@ class Plan:
             check_prompt_files(self.task)
         self.grid: Grid = build_grid(config)
         self.sources = Sources(config, self.layout, self.task.builds, f"task {self.task.name!r}")
-        self.sources.check_buildable(self.used_rewards())
         self._check_job_configs()
         self._check_train_metadata()
+        self.sources.check_buildable(self.used_rewards())
 
     def _check_train_metadata(self) -> None:
         """The training prompts carry the metadata every run's rewards need (an ablation's reward mix too), when
