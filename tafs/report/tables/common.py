@@ -9,8 +9,8 @@ from typing import Any, Callable
 
 from tafs.report.manifest import Manifest
 from tafs.report.results import model_eval_options, run_train_stats
-from tafs.report.table_model import (Column, Table, make_table, method_columns, metric_columns, sampler_columns,
-                                     seed_note, stat_cells)
+from tafs.report.table_model import (BASE_NOTE, Column, Table, make_table, method_columns, metric_columns,
+                                     sampler_columns, seed_note, stat_cells)
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,23 @@ def sampler_note(m: Manifest, models: list[str]) -> str:
     if any(len(m.samplers_of(x)) > 1 for x in models):
         note += "; the CSV also has the other sampler's rows (column declared = false)"
     return note
+
+
+def base_and_runs_notes(m: Manifest, runs: list[str]) -> str:
+    """The caption's closing notes of a table with a base row and trained ``runs``: samplers, seeds, the base's CI."""
+    return f"{sampler_note(m, ['base'] + runs)}; {seed_note(m, runs)}; {BASE_NOTE}"
+
+
+def ablation_def(name: str, first_header: str, with_time: bool, what: str, description: str) -> TableDef:
+    """A table of Tables 3-6's kind: the rows of ``name`` at ``main_nfe`` (with seconds per iteration when
+    ``with_time``), captioned "<Table N> (<what>)" and what the columns show."""
+
+    def build(m: Manifest, results: Path) -> Table:
+        shows = ": seconds per training iteration and quality at" if with_time else " at"
+        return ablation_table(m, results, name, first_header, with_time,
+                              f"{m.title(name)} ({what}){shows} {m.main_nfe} NFE")
+
+    return TableDef(name, description, build, reads=(name,))
 
 
 def ablation_table(m: Manifest, results: Path, name: str, first_header: str, with_time: bool,

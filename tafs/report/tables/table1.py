@@ -11,9 +11,9 @@ from pathlib import Path
 
 from tafs.report.manifest import Manifest
 from tafs.report.results import baseline_eval_stats, eval_keys
-from tafs.report.table_model import (BASE_NOTE, Column, Table, make_table, method_columns, metric_columns,
-                                     sampler_columns, seed_note, stat_cells)
-from tafs.report.tables.common import TableDef, heading, sampler_note, sampler_rows
+from tafs.report.table_model import (Column, Table, make_table, method_columns, metric_columns,
+                                     sampler_columns, stat_cells)
+from tafs.report.tables.common import TableDef, base_and_runs_notes, heading, sampler_rows
 
 
 def build(m: Manifest, results: Path) -> Table:
@@ -40,9 +40,7 @@ def build(m: Manifest, results: Path) -> Table:
     on = f"; the trained rows train on task {', '.join(sorted(task))}" if task else ""
     caption = (f"{m.title('table1')} (step-distilled few-step comparison on GenEval): the base model at each "
                "sampler/NFE, each evaluation-only baseline through its own pipeline, and each trained method at each "
-               f"NFE{category_note(m)}{on}{sampler_note(m, ['base'] + [r for _, r in runs])}; "
-               f"{seed_note(m, [r for _, r in runs])}; "
-               f"{BASE_NOTE}.")
+               f"NFE{category_note(m)}{on}{base_and_runs_notes(m, [r for _, r in runs])}.")
     return make_table("table1", rows, columns, caption, heading(m, "table1"), shown="declared")
 
 

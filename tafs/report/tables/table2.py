@@ -10,9 +10,9 @@ from pathlib import Path
 
 from tafs.report.manifest import Manifest
 from tafs.report.results import run_train_stats
-from tafs.report.table_model import (BASE_NOTE, Column, Table, is_missing, make_table, method_columns, metric_columns,
-                                     sampler_columns, seed_note)
-from tafs.report.tables.common import TableDef, heading, reference_run, sampler_note, sampler_rows
+from tafs.report.table_model import (Column, Table, is_missing, make_table, method_columns, metric_columns,
+                                     sampler_columns)
+from tafs.report.tables.common import TableDef, base_and_runs_notes, heading, reference_run, sampler_rows
 from tafs.stats import NAN
 
 
@@ -49,8 +49,7 @@ def build(m: Manifest, results: Path, reference: str | None = None) -> Table:
     caption = (f"{m.title('table2')} (training cost and in/out-of-domain quality at {m.main_nfe} NFE): "
                "NFE_old / NFE_θ are the forward passes of the old and current policy per policy ratio, time is "
                f"seconds per training iteration and 'Time vs {ref_label}' its ratio to that row"
-               f"{sampler_note(m, ['base'] + [r for _, r in m.rows('table2')])}; "
-               f"{seed_note(m, [r for _, r in m.rows('table2')])}; {BASE_NOTE}.")
+               f"{base_and_runs_notes(m, [r for _, r in m.rows('table2')])}.")
     return make_table("table2", rows, columns, caption, heading(m, "table2"), shown="declared")
 
 

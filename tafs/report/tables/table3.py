@@ -5,17 +5,8 @@ Rows: the manifest's ``tables.table3`` (``tables.components``, built by ``tafs.g
 
 from __future__ import annotations
 
-from pathlib import Path
+from tafs.report.tables.common import ablation_def
 
-from tafs.report.manifest import Manifest
-from tafs.report.table_model import Table
-from tafs.report.tables.common import TableDef, ablation_table
-
-
-def build(m: Manifest, results: Path) -> Table:
-    return ablation_table(m, results, "table3", "Method", False,
-                          f"{m.title('table3')} (component ablation: without temperature-annealed sampling, "
-                          f"without step-aware advantages) at {m.main_nfe} NFE")
-
-
-TABLE = TableDef("table3", "component ablation", build, reads=("table3",))
+TABLE = ablation_def("table3", "Method", False, "component ablation: without temperature-annealed sampling, without step-aware advantages",
+                     "component ablation")
+build = TABLE.build

@@ -6,17 +6,8 @@ Rows: the manifest's ``tables.table4`` (``ablations.n_annealed`` around ``tables
 
 from __future__ import annotations
 
-from pathlib import Path
+from tafs.report.tables.common import ablation_def
 
-from tafs.report.manifest import Manifest
-from tafs.report.table_model import Table
-from tafs.report.tables.common import TableDef, ablation_table
-
-
-def build(m: Manifest, results: Path) -> Table:
-    return ablation_table(m, results, "table4", "N_annealed", True,
-                          f"{m.title('table4')} (number of temperature-annealed sampling steps): seconds per "
-                          f"training iteration and quality at {m.main_nfe} NFE")
-
-
-TABLE = TableDef("table4", "number of temperature-annealed sampling steps", build, reads=("table4",))
+TABLE = ablation_def("table4", "N_annealed", True, "number of temperature-annealed sampling steps",
+                     "number of temperature-annealed sampling steps")
+build = TABLE.build

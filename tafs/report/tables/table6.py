@@ -5,17 +5,8 @@ Rows: the manifest's ``tables.table6`` (``ablations.reward_mixes`` around ``tabl
 
 from __future__ import annotations
 
-from pathlib import Path
+from tafs.report.tables.common import ablation_def
 
-from tafs.report.manifest import Manifest
-from tafs.report.table_model import Table
-from tafs.report.tables.common import TableDef, ablation_table
-
-
-def build(m: Manifest, results: Path) -> Table:
-    return ablation_table(m, results, "table6", "Reward", False,
-                          f"{m.title('table6')} (training-reward sensitivity: single vs combined rewards) at "
-                          f"{m.main_nfe} NFE")
-
-
-TABLE = TableDef("table6", "training-reward sensitivity", build, reads=("table6",))
+TABLE = ablation_def("table6", "Reward", False, "training-reward sensitivity: single vs combined rewards",
+                     "training-reward sensitivity")
+build = TABLE.build
