@@ -86,3 +86,58 @@ def test_the_sampler_enum_is_the_registry():
     assert train == {"$ref": "#/$defs/train"}
     method = schema["$defs"]["train"]["properties"]["method"]
     assert method["properties"]["sampler"]["enum"] == list(SAMPLERS)
+
+
+def _enums(node: Any, path: tuple[str, ...] = ()) -> dict[str, list]:
+    """Every `enum` of the schema by its dotted path."""
+    out: dict[str, list] = {}
+    if isinstance(node, dict):
+        if "enum" in node:
+            out[".".join(path)] = [v for v in node["enum"] if v is not None]
+        for k, v in node.items():
+            out.update(_enums(v, (*path, str(k))))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out.update(_enums(v, (*path, str(i))))
+    return out
+
+
+def test_each_schema_enum_is_the_codes_constant():
+    """Each choice is written once in the code that acts on it; the schema's enum (which Snakemake validates before
+    any job) is checked against that constant here, so the two cannot drift."""
+    from tafs.evaluate import ODE_GRIDS, SAMPLERS
+    from tafs.evaluate_pipeline import OFFLOADS
+    from tafs.models.lora import LORA_INITS
+    from tafs.models.options import DTYPES
+    from tafs.models.tiny import FAMILIES
+    from tafs.sampling.sde import CPS_LOGPROBS
+    from tafs.sources import TINY_FAMILIES
+    from tafs.tasks.base import DOMAINS, SPLITS
+    from tafs.train.advantages import AGGREGATIONS, GROUP_BY, MODES, STD_SCOPES
+    from tafs.train.ratio import OLD_LOGPROB
+    from tafs.train.reference import KL_RULES, SIGMA_GRIDS, WINDOW_RULES
+    from tafs.train.trainer import PROMPT_SAMPLING
+
+    method, adv = "$defs.train.properties.method.properties.", "$defs.train.properties.advantage.properties."
+    want = {
+        "$defs.dtype": list(DTYPES),
+        "$defs.train.properties.prompt_sampling": PROMPT_SAMPLING,
+        "$defs.train.properties.old_logprob": OLD_LOGPROB,
+        "$defs.train.properties.lora.properties.init": LORA_INITS,
+        method + "cps_logprob": CPS_LOGPROBS, method + "sigma_grid": SIGMA_GRIDS, method + "window_rule": WINDOW_RULES,
+        method + "kl": KL_RULES,
+        adv + "mode": MODES, adv + "aggregation": AGGREGATIONS, adv + "std": STD_SCOPES, adv + "group_by": GROUP_BY,
+        "properties.ablations.properties.advantage_modes.items": MODES,
+        "properties.tasks.additionalProperties.properties.metrics.additionalProperties.properties.domain": DOMAINS,
+        "properties.model.properties.pretrained.anyOf.2.properties.tiny": TINY_FAMILIES,
+        "properties.baselines.additionalProperties.properties.offload": [o for o in OFFLOADS if o],
+        "properties.methods.additionalProperties.properties.eval_sampler": SAMPLERS,
+        "properties.tables.properties.base_rows.items.prefixItems.0": SAMPLERS,
+        "properties.sweep.properties.base_samplers.items": SAMPLERS,
+        "properties.sweep.properties.run_samplers.items": SAMPLERS,
+        "properties.eval.properties.split": SPLITS,
+        "properties.eval.properties.ode_grid": ODE_GRIDS,
+    }
+    enums = _enums(yaml.safe_load(Path(SCHEMA).read_text()))
+    assert {k: enums.get(k) for k in want} == {k: list(v) for k, v in want.items()}
+    assert list(FAMILIES) == list(TINY_FAMILIES)  # the tiny pipelines the loader builds = those a config may name
