@@ -54,6 +54,7 @@ def cmd_prompts(a: argparse.Namespace) -> None:
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from tafs.config import from_dict, parse_json_arg
+    from tafs.eval_jobs import finish, log_points, shard_job
     from tafs.evaluate import EvalConfig, sweep
     from tafs.models.loading import load_backbone
     from tafs.prompts import read_prompt_file
@@ -62,32 +63,31 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     cfgs = [from_dict(EvalConfig, {**parse_json_arg(a.cfg, "eval"), "sampler": s}, "eval") for s in a.sampler]
     if min(a.nfe) < 1:
         raise SystemExit(f"--nfe must be >= 1, got {a.nfe}")
-    prompts = read_prompt_file(a.prompts)
+    job, prompts = shard_job(a, a.sampler), read_prompt_file(a.prompts)
     backbone = load_backbone(a.model, adapter=a.adapter, options=_model_options(a))
-    info = _model_info(a.model)
+    info, points = _model_info(a.model), []
     for cfg in cfgs:  # the model and the rewards load once for every sampler
-        out = Path(a.out) / cfg.sampler
-        for m in sweep(backbone, prompts, cfg, a.nfe, a.name or Path(a.model).name, out, info=info):
-            log.info("%s %s@%d: %s", m["model"], m["sampler"], m["nfe"],
-                     " ".join(f"{k} {v['mean']:.3f}" for k, v in m["metrics"].items()))
-    _record_evals(a)
+        points += sweep(backbone, prompts, cfg, a.nfe, a.name or Path(a.model).name, Path(a.out) / cfg.sampler,
+                        info=info, job=job)
+    log_points(points)
+    finish(a, job, points, info)
 
 
 def cmd_evaluate_pipeline(a: argparse.Namespace) -> None:
     from tafs.config import from_dict, parse_json_arg
+    from tafs.eval_jobs import finish, log_points, shard_job
     from tafs.evaluate import EvalConfig
-    from tafs.evaluate_pipeline import BaselineConfig, load_pipeline, sweep_pipeline
+    from tafs.evaluate_pipeline import SAMPLER, BaselineConfig, load_pipeline, sweep_pipeline
     from tafs.prompts import read_prompt_file
 
     _threads(a.threads)
-    cfg = from_dict(EvalConfig, {**parse_json_arg(a.cfg, "eval"), "sampler": "pipeline"}, "eval")
+    cfg = from_dict(EvalConfig, {**parse_json_arg(a.cfg, "eval"), "sampler": SAMPLER}, "eval")
     base = from_dict(BaselineConfig, parse_json_arg(a.baseline, f"baselines.{a.name}"), f"baselines.{a.name}")
-    prompts = read_prompt_file(a.prompts)
-    pipe = load_pipeline(a.model, base, a.lora)
-    for m in sweep_pipeline(pipe, prompts, cfg, base, a.nfe, a.name, Path(a.out), info=_model_info(a.model)):
-        log.info("%s pipeline@%d: %s", m["model"], m["nfe"],
-                 " ".join(f"{k} {v['mean']:.3f}" for k, v in m["metrics"].items()))
-    _record_evals(a)
+    job, prompts = shard_job(a, [SAMPLER]), read_prompt_file(a.prompts)
+    pipe, info = load_pipeline(a.model, base, a.lora), _model_info(a.model)
+    points = sweep_pipeline(pipe, prompts, cfg, base, a.nfe, a.name, Path(a.out), info=info, job=job)
+    log_points(points)
+    finish(a, job, points, info)
 
 
 def _model_info(model: str) -> dict[str, str]:
@@ -96,14 +96,6 @@ def _model_info(model: str) -> dict[str, str]:
 
     commit = model_commit(model)
     return {"model_commit": commit} if commit else {}
-
-
-def _record_evals(a: argparse.Namespace) -> None:
-    """With a tracking server: the evaluations this job wrote, recorded now (the DAG's ingest adds the rest)."""
-    if a.tracking:
-        from tafs.tracking.live import Target, eval_outputs
-
-        eval_outputs(Target.parse(a.tracking), a.out)
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -222,6 +214,8 @@ DELEGATED = {
     "fetch-data": ("tafs.datafiles", "fetch a data file pinned by URL and sha256 (what the fetch_data rule runs)"),
     "launch": ("tafs.launch", ("one node's share of a multi-node training: torchrun from Slurm's environment "
                                "(the train rule runs it under srun when resources.train.nodes > 1)")),
+    "evaluate-gather": ("tafs.eval_jobs", "an evaluation's metrics.json and samples.png from its scatter jobs' "
+                        "shards (config eval.shard_jobs > 1; loads no model)"),
     "plan": ("tafs.planning.command", "a config's jobs, GPUs, GPU-hour bounds and downloads (a dry run, before a cluster run)"),
 }
 
@@ -250,6 +244,8 @@ def _tracking_arg(s: argparse.ArgumentParser) -> None:
 
 
 def build_parser(delegated: dict) -> argparse.ArgumentParser:
+    from tafs.eval_jobs import scatter_args
+
     p = argparse.ArgumentParser(prog="tafs", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -279,6 +275,7 @@ def build_parser(delegated: dict) -> argparse.ArgumentParser:
                    help="the model's evaluation folder; each sampler and NFE writes {sampler}/nfe{N}/metrics.json, samples.png")
     s.add_argument("--threads", type=int, default=1)
     _tracking_arg(s)
+    scatter_args(s)
     s.set_defaults(fn=cmd_evaluate)
 
     s = sub.add_parser("evaluate-pipeline", help="an evaluation-only model (Table 1 baseline) through its own "
@@ -293,6 +290,7 @@ def build_parser(delegated: dict) -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="folder; each NFE writes nfe{N}/metrics.json and samples.png")
     s.add_argument("--threads", type=int, default=1)
     _tracking_arg(s)
+    scatter_args(s)
     s.set_defaults(fn=cmd_evaluate_pipeline)
 
     s = sub.add_parser("train", help="GRPO training (TAFS-GRPO or a baseline) of a LoRA adapter")

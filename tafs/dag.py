@@ -174,7 +174,8 @@ class Plan:
     def eval_cfg(self) -> dict[str, Any]:
         kwargs = self.reward_kwargs()
         names = self.eval_reward_names()
-        section = {k: v for k, v in self.config["eval"].items() if k != "resolution"}  # a model option
+        # resolution: a model option; shard_jobs: how the DAG splits the evaluation, not what a job computes
+        section = {k: v for k, v in self.config["eval"].items() if k not in ("resolution", "shard_jobs")}
         averaged = self.task.category_averaged()
         return {**section, "metrics": self.task.eval_rewards(), "chance": self.task.chance,
                 **({"category_mean": averaged} if averaged else {}),
@@ -232,6 +233,10 @@ class Plan:
                        "baseline": ModelRef.baseline(m["name"])}[m["kind"]]
                 out += [str(self.layout.eval_metrics(ref, s, n)) for s in m["samplers"] for n in m["nfe"]]
         return out
+
+    def eval_shard_jobs(self) -> int:
+        """Scatter jobs per model's evaluation (config ``eval.shard_jobs``; 1: one job writes every point)."""
+        return int(self.config["eval"].get("shard_jobs", 1))
 
     def eval_run_groups(self) -> list[tuple[str, list[str], list[int], list[str]]]:
         """(rule name, samplers, NFEs, runs) per distinct (samplers, NFEs) of the runs' sweeps (tafs.grid.run_nfes):

@@ -2,6 +2,9 @@
 to ``<eval dir>/shards/shard{i}.json`` (+ ``.pt``) atomically as it finishes; a re-run skips the shards on disk whose
 key matches and gathers every shard into the same metrics.json a one-shot run writes.
 
+With ``eval.shard_jobs`` K > 1 the shards of one model's evaluation are spread over K Snakemake jobs
+(``ShardJob``: the scatter jobs), and a gather job (``tafs.eval_jobs``) reads them back into metrics.json.
+
 A shard's key hashes everything that defines its numbers (model, its info, the eval config but the memory/shard
 options, the shard's position and prompts), so a shard written under another config is never reused.
 Image ``i`` keeps its global index (its noise / seed), so shards reproduce the unsharded images exactly when
@@ -15,9 +18,9 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -109,35 +112,71 @@ class ShardStore:
         return torch.load(self.images(i), map_location="cpu")["grid"]
 
 
-def run_shards(images_fn: ShardImagesFn, chosen: Sequence[Prompt], identity: Mapping, shard_size: int,
-               store: ShardStore, scorer: Callable[[Sequence[str], Sequence, torch.Tensor], Scores],
-               grid_idx: Sequence[int]) -> tuple[Scores, dict[int, torch.Tensor], float, int]:
-    """Every shard (done ones read back): (scores over the whole list, grid images by global index, summed
-    sampling time, number of shards generated in this call)."""
-    scores: Scores = {}
-    grid: dict[int, torch.Tensor] = {}
-    wall, made = 0.0, 0
-    want = set(grid_idx)
-    for i, span in enumerate(spans(len(chosen), shard_size)):
+def make_shards(images_fn: ShardImagesFn, chosen: Sequence[Prompt], identity: Mapping, shard_size: int,
+                store: ShardStore, scorer: Callable[[Sequence[str], Sequence, torch.Tensor], Scores],
+                grid_idx: Sequence[int], which: Iterable[int] | None = None) -> int:
+    """Sample and score the shards ``which`` (None: every shard) that are not on disk under their key; the number
+    generated in this call."""
+    parts = spans(len(chosen), shard_size)
+    want, made = set(grid_idx), 0
+    for i in range(len(parts)) if which is None else which:
+        span = parts[i]
         part = [chosen[j] for j in span]
         key = shard_key(identity, span, part)
-        done = store.load(i, key)
+        if store.load(i, key) is not None:
+            continue
+        t0 = time.time()
+        images = images_fn(span)
+        gen_s = time.time() - t0  # sampling time only, as metrics.json's wall_s always was
+        got = scorer([p.text for p in part], [p.metadata for p in part], images)
+        store.save(i, key, got, {j: images[j - span.start].clone() for j in span if j in want}, gen_s)
+        del images
+        made += 1
+        log.info("shard %d (%d-%d) done", i, span.start, span.stop)
+    return made
+
+
+def gather_shards(chosen: Sequence[Prompt], identity: Mapping, shard_size: int,
+                  store: ShardStore) -> tuple[Scores, dict[int, torch.Tensor], float]:
+    """Every shard read back from disk: (scores over the whole list, grid images by global index, summed sampling
+    time). A shard missing, or written under another key, is an error naming its file."""
+    scores: Scores = {}
+    grid: dict[int, torch.Tensor] = {}
+    wall = 0.0
+    for i, span in enumerate(spans(len(chosen), shard_size)):
+        done = store.load(i, shard_key(identity, span, [chosen[j] for j in span]))
         if done is None:
-            t0 = time.time()
-            images = images_fn(span)
-            gen_s = time.time() - t0  # sampling time only, as metrics.json's wall_s always was
-            got = scorer([p.text for p in part], [p.metadata for p in part], images)
-            keep = {j: images[j - span.start].clone() for j in span if j in want}
-            store.save(i, key, got, keep, gen_s)
-            del images
-            made += 1
-            done = {"scores": got, "wall_s": gen_s}
-            log.info("shard %d (%d-%d) done", i, span.start, span.stop)
+            raise ConfigError(f"{store.json(i)}: shard {i} (images {span.start}-{span.stop - 1}) is missing or was "
+                              "written under another config; re-run the evaluation job that samples it")
         for k, v in done["scores"].items():
             scores.setdefault(k, []).extend(float(x) for x in v)
         grid.update(store.grid(i))
         wall += float(done["wall_s"])
-    return scores, grid, wall, made
+    return scores, grid, wall
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """Scatter job ``index`` of ``count`` of one model's evaluation (config ``eval.shard_jobs``). The job's
+    evaluation points (sampler, NFE), in its order, each have ``n`` shards; unit ``u = point * n + shard`` goes to
+    job ``u mod count``: round robin, so the jobs differ by at most one shard and every point is spread over them."""
+
+    index: int
+    count: int
+    points: tuple[tuple[str, int], ...]
+
+    @classmethod
+    def parse(cls, text: str, samplers: Sequence[str], nfes: Sequence[int]) -> "ShardJob":
+        """``"J/K"`` (``--shard-job``) over the points ``samplers`` x ``nfes``."""
+        j, _, k = text.partition("/")
+        if not (j.isdigit() and k.isdigit() and int(j) < int(k)):
+            raise ConfigError(f"--shard-job: expected J/K with 0 <= J < K, got {text!r}")
+        return cls(int(j), int(k), tuple((s, int(n)) for s in samplers for n in nfes))
+
+    def shards(self, sampler: str, nfe: int, n: int) -> list[int]:
+        """The shards of point (sampler, NFE), of its ``n``, that this job samples."""
+        p = self.points.index((sampler, nfe))
+        return [i for i in range(n) if (p * n + i) % self.count == self.index]
 
 
 def identity_of(model_name: str, info: Mapping[str, str] | None, cfg: object) -> dict:

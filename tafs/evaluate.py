@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from tafs import flow
 from tafs.config import redact
-from tafs.eval_shards import score
+from tafs.eval_shards import ShardJob, score
 from tafs.io import write_json
 from tafs.models.backbone import Backbone
 from tafs.prompts import Prompt, by_category, check_metadata
@@ -175,47 +175,54 @@ def _scorer(cfg: EvalConfig, rewards: Mapping[str, Reward] | None) -> Callable:
     return scorer
 
 
-def _grid_images(grid: Mapping[int, torch.Tensor], n: int) -> torch.Tensor:
-    """A (n, ...) tensor holding the grid's images at their indices (zeros elsewhere; the grid never shows them)."""
-    first = next(iter(grid.values()))
-    out = torch.zeros((n, *first.shape), dtype=first.dtype)
-    for i, img in grid.items():
-        out[i] = img
-    return out
-
-
 def evaluate(images_fn: ImagesFn, prompts: Sequence[Prompt], cfg: EvalConfig, model_name: str, out_dir: Path,
              progress: bool = True, rewards: Mapping[str, Reward] | None = None,
-             info: Mapping[str, str] | None = None) -> dict:
+             info: Mapping[str, str] | None = None, job: ShardJob | None = None) -> dict:
     """Sample the evaluation list of ``prompts`` with ``images_fn``, score it, write ``metrics.json`` + ``samples.png``
     into ``out_dir``, shard by shard (``out_dir/shards``: a re-run resumes, tafs.eval_shards). ``rewards``:
     resident reward objects; None builds them (or, with ``cfg.rewards_after_generation``, one at a time per
     shard). ``images_fn`` is one of our samplers on a backbone, or a diffusers pipeline's own call.
-    ``info``: strings about the model recorded as they are (``model_commit``: the hub commit it was fetched at)."""
-    from tafs.eval_shards import ShardStore, identity_of, run_shards
-    from tafs.report.image_grid import pick_rows, save_grid
+    ``info``: strings about the model recorded as they are (``model_commit``: the hub commit it was fetched at).
+    ``job``: a scatter job (``eval.shard_jobs`` > 1) samples only its shards and writes no metrics.json (the gather
+    job does: ``write_point``); it returns the shards it owns."""
+    from tafs.eval_shards import ShardStore, identity_of, make_shards, spans
+    from tafs.report.image_grid import pick_rows
 
     chosen = select_prompts(prompts, cfg.per_category, cfg.images_per_prompt)
     texts = [p.text for p in chosen]
-    scores, grid, wall, _ = run_shards(lambda span: images_fn(texts, cfg, progress, span), chosen,
-                                       identity_of(model_name, info, cfg), cfg.shard_size, ShardStore(out_dir),
-                                       _scorer(cfg, rewards), pick_rows(chosen, GRID_PER_ROW))
+    which = None if job is None else job.shards(cfg.sampler, cfg.nfe, len(spans(len(chosen), cfg.shard_size)))
+    made = make_shards(lambda span: images_fn(texts, cfg, progress, span), chosen, identity_of(model_name, info, cfg),
+                       cfg.shard_size, ShardStore(out_dir), _scorer(cfg, rewards), pick_rows(chosen, GRID_PER_ROW), which)
+    if job is not None:
+        return {"model": model_name, "sampler": cfg.sampler, "nfe": cfg.nfe, "shards": which, "generated": made}
+    return write_point(chosen, cfg, model_name, Path(out_dir), info)
+
+
+def write_point(chosen: Sequence[Prompt], cfg: EvalConfig, model_name: str, out_dir: Path,
+                info: Mapping[str, str] | None = None) -> dict:
+    """``metrics.json`` + ``samples.png`` of one evaluation point from its shards on disk (no model, no reward)."""
+    from tafs.eval_shards import ShardStore, gather_shards, identity_of
+    from tafs.report.image_grid import save_grid
+
+    scores, grid, wall = gather_shards(chosen, identity_of(model_name, info, cfg), cfg.shard_size,
+                                       ShardStore(out_dir))
     metrics = {"model": model_name, **(info or {}), "sampler": cfg.sampler, "nfe": cfg.nfe, "n": len(chosen),
                "metrics": summarize_scores(chosen, scores, cfg.category_mean)}
     chance = _chance(cfg.chance)
     if chance is not None:
         metrics["chance"] = chance(chosen, cfg.seed)
     metrics.update(wall_s=wall, config=redact(asdict(cfg)))
-    out_dir = Path(out_dir)
-    save_grid(_grid_images(grid, len(chosen)), chosen, out_dir / "samples.png",
-              title=f"{model_name} · {cfg.sampler} · {cfg.nfe} NFE", per_row=GRID_PER_ROW)
+    save_grid(grid, chosen, out_dir / "samples.png", title=f"{model_name} · {cfg.sampler} · {cfg.nfe} NFE",
+              per_row=GRID_PER_ROW)
     write_json(out_dir / "metrics.json", metrics)
     return metrics
 
 
 def sweep_with(images_fn: ImagesFn, prompts: Sequence[Prompt], cfg: EvalConfig, nfes: list[int], model_name: str,
-               out_root: Path, progress: bool = True, info: Mapping[str, str] | None = None) -> list[dict]:
-    """``evaluate`` at every NFE (one process: the model and rewards load once), into ``out_root/nfe{n}/``."""
+               out_root: Path, progress: bool = True, info: Mapping[str, str] | None = None,
+               job: ShardJob | None = None) -> list[dict]:
+    """``evaluate`` at every NFE (one process: the model and rewards load once), into ``out_root/nfe{n}/``; a
+    scatter ``job``: only its shards."""
     from tafs.rewards import registry
 
     bad = [n for n in nfes if n < 1]
@@ -224,11 +231,12 @@ def sweep_with(images_fn: ImagesFn, prompts: Sequence[Prompt], cfg: EvalConfig, 
     check_metadata(prompts, {r: registry.spec(r).needs for r in set(cfg.metrics.values())}, "evaluation prompts")
     rewards = None if cfg.rewards_after_generation else build_rewards(cfg)
     return [evaluate(images_fn, prompts, replace(cfg, nfe=n), model_name, Path(out_root) / f"nfe{n}", progress,
-                     rewards, info) for n in nfes]
+                     rewards, info, job) for n in nfes]
 
 
 def sweep(backbone: Backbone, prompts: Sequence[Prompt], cfg: EvalConfig, nfes: list[int], model_name: str,
-          out_root: Path, progress: bool = True, info: Mapping[str, str] | None = None) -> list[dict]:
+          out_root: Path, progress: bool = True, info: Mapping[str, str] | None = None,
+          job: ShardJob | None = None) -> list[dict]:
     """A backbone's sweep with our samplers (``cfg.sampler``: the Euler ODE or the annealed chain)."""
-    return sweep_with(lambda texts, c, p, span: generate(backbone, texts, c, p, span), prompts, cfg, nfes, model_name, out_root,
-                      progress, info)
+    return sweep_with(lambda texts, c, p, span: generate(backbone, texts, c, p, span), prompts, cfg, nfes, model_name,
+                      out_root, progress, info, job)

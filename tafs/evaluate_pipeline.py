@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from tafs.eval_shards import ShardJob
 from tafs.evaluate import EvalConfig, sweep_with
 from tafs.models.options import DTYPES, torch_dtype
 from tafs.prompts import Prompt
@@ -109,9 +110,9 @@ def pipeline_images(pipe: Any, texts: Sequence[str], cfg: EvalConfig, base: Base
 
 def sweep_pipeline(pipe: Any, prompts: Sequence[Prompt], cfg: EvalConfig, base: BaselineConfig, nfes: list[int],
                    name: str, out_root: Path, progress: bool = True,
-                   info: dict[str, str] | None = None) -> list[dict]:
+                   info: dict[str, str] | None = None, job: ShardJob | None = None) -> list[dict]:
     from dataclasses import replace
 
     cfg = replace(cfg, sampler=SAMPLER)
     return sweep_with(lambda texts, c, p, span: pipeline_images(pipe, texts, c, base, p, span), prompts, cfg, nfes, name,
-                      out_root, progress, info)
+                      out_root, progress, info, job)

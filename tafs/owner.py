@@ -30,11 +30,18 @@ RESULT_SECTIONS = ("task", "tasks", "model", "pretrain", "scorer", "train", "met
                    "baselines", "seeds", "eval", "sweep", "tables", "figure4")
 # How and where it runs: no effect on the numbers (tests/test_results_owner.py checks every schema key is in one).
 OTHER_SECTIONS = ("results", "threads", "report", "resources", "tracking", "hub", "force_results", "experiment")
+# Keys of a result section that only say how the DAG splits its jobs (eval.shard_jobs: the scatter jobs of an
+# evaluation): left out of its hash, so a folder takes any split, and folders made before the key existed keep theirs.
+HOW_KEYS = {"eval": ("shard_jobs",)}
 
 
 def section_hashes(config: Mapping[str, Any]) -> dict[str, str]:
-    """A short hash of each result-defining section (secrets redacted, as in config.json)."""
-    return {k: config_hash(redact(config.get(k)), 16) for k in RESULT_SECTIONS}
+    """A short hash of each result-defining section (secrets redacted, as in config.json; HOW_KEYS left out)."""
+    return {k: config_hash(redact(_without(config.get(k), HOW_KEYS.get(k, ()))), 16) for k in RESULT_SECTIONS}
+
+
+def _without(section: Any, keys: Sequence[str]) -> Any:
+    return {k: v for k, v in section.items() if k not in keys} if isinstance(section, Mapping) and keys else section
 
 
 def results_hash(config: Mapping[str, Any]) -> str:

@@ -10,6 +10,8 @@
                                                     base | runs/{run}/seed{S} | baselines/{name}
         .../nfe{N}/shards/shard{i}.json, .pt        one prompt shard's per-image scores, its grid images
                                                     (what a killed evaluation resumes from; eval_shard_file)
+    {root}/eval/{model}/shard_jobs/job{j}of{K}.json scatter job j of K done (eval.shard_jobs > 1: its shards,
+                                                    the model's info for the gather job; eval_shard_job)
     {root}/tables/, figures/, report.html           Tables 1-7, Figure 4, the Snakemake report
     {root}/mlflow.db, mlflow/                       MLflow store and artifacts
     {root}/logs/, checkpoints/                      one log per job; resumable state (outside outputs)
@@ -142,6 +144,10 @@ class Layout:
 
     def eval_samples(self, model: ModelRef, sampler: str, nfe: int | str) -> Path:
         return self.eval_dir(model, sampler, nfe) / "samples.png"
+
+    def eval_shard_job(self, model: ModelRef, job: int | str, jobs: int) -> Path:
+        """Written when scatter job ``job`` of ``jobs`` (``eval.shard_jobs``) of a model's evaluation is done."""
+        return self.eval_model_dir(model) / "shard_jobs" / f"job{job}of{jobs}.json"
 
     # -- report -----------------------------------------------------------------------------------
     @property

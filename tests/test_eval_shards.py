@@ -197,3 +197,37 @@ def test_dag_passes_the_memory_options_to_the_jobs(tmp_path):
     (shell,) = [line for line in res.stdout.splitlines() if "evaluate-pipeline" in line and f"--name {name} " in line]
     assert '"offload": "sequential"' in shell and '"rewards_after_generation": true' in shell
     assert '"shard_size": 64' in shell
+
+
+def test_scatter_jobs_then_gather_write_what_one_job_writes(backbone, tmp_path, monkeypatch):
+    """eval.shard_jobs = 2: each scatter job samples only its shards (round robin over every point's shards) and
+    writes no metrics.json; the gather, which builds no reward (and loads no model), then writes the metrics.json
+    and samples.png of one job, exactly. A shard that is missing fails the gather, naming its file."""
+    from dataclasses import asdict
+
+    from tafs.config import ConfigError
+    from tafs.eval_jobs import gather, read_info, write_done
+    from tafs.eval_shards import ShardJob
+    from tafs.prompts import write_prompt_file
+
+    prompts, cfg, nfes, info = toy_prompts("test"), _cfg(), [2, 3], {"model_commit": "abc"}  # 3 shards of 6 an NFE
+    sweep_with(_Spy(backbone), prompts, cfg, nfes, "tiny", tmp_path / "one" / "ode", progress=False, info=info)
+    spans, done = [], [tmp_path / f"job{j}of2.json" for j in range(2)]
+    for j in range(2):
+        job, spy = ShardJob.parse(f"{j}/2", ["ode"], nfes), _Spy(backbone)
+        write_done(done[j], job, sweep_with(spy, prompts, cfg, nfes, "tiny", tmp_path / "two" / "ode", progress=False,
+                                            info=info, job=job), info)
+        spans.append(spy.spans)
+    assert spans == [[(0, 6), (12, 18), (6, 12)], [(6, 12), (0, 6), (12, 18)]]  # units 0-5 of (NFE, shard), by parity
+    assert not list((tmp_path / "two").rglob("metrics.json"))
+
+    monkeypatch.setattr(registry, "build", lambda *a, **k: pytest.fail("the gather built a reward"))
+    write_prompt_file(tmp_path / "test.jsonl", prompts)
+    gather(str(tmp_path / "test.jsonl"), asdict(cfg), ["ode"], nfes, "tiny", tmp_path / "two", read_info(done))
+    for n in nfes:
+        one, two = tmp_path / "one" / "ode" / f"nfe{n}", tmp_path / "two" / "ode" / f"nfe{n}"
+        assert _metrics(two / "metrics.json") == _metrics(one / "metrics.json")
+        assert (two / "samples.png").read_bytes() == (one / "samples.png").read_bytes()
+    (tmp_path / "two" / "ode" / "nfe3" / "shards" / "shard1.json").unlink()
+    with pytest.raises(ConfigError, match=r"nfe3/shards/shard1.json: shard 1 \(images 6-11\) is missing"):
+        gather(str(tmp_path / "test.jsonl"), asdict(cfg), ["ode"], nfes, "tiny", tmp_path / "two", read_info(done))

@@ -224,3 +224,22 @@ def test_every_paper_evaluation_job_fits_its_gpu(files):
             del cfg["baselines"]["hidream_full"]["offload"]
             warning = Estimator(cfg, Plan(cfg)).evaluation("eval_baseline_hidream_full", 1).memory.warning(gpu_gb)
             assert warning and "offload: model" in warning and "rewards_after_generation" in warning
+
+
+def test_scatter_jobs_share_an_evaluations_gpu_hours():
+    """eval.shard_jobs K: the dry run lists K jobs a model and each is estimated at a K-th of the model's FLOPs, so
+    the stage's GPU-hours are those of one job a model; the basis says so."""
+    import contextlib
+
+    from tafs.dag import Plan
+    from tafs.planning import command as tafs_plan
+    from tafs.planning.estimate import Estimator
+
+    cfg = tafs_plan.load_config([str(REPO / "workflow/presets/paper_sd3_geneval.yaml")], REPO)
+    with contextlib.chdir(REPO):
+        est = Estimator(cfg, Plan(cfg))
+        one = est.evaluation("eval_base", 1)
+        cfg["eval"]["shard_jobs"] = 4  # the plan reads it when asked (it shapes the DAG only)
+        four = est.evaluation("eval_base", 4)
+    assert one.gpu_hours and four.gpu_hours == pytest.approx(one.gpu_hours, abs=0.1)
+    assert "/ 4 scatter jobs (eval.shard_jobs)" in four.basis and "scatter" not in one.basis, four.basis

@@ -2,7 +2,8 @@
 
 A stage's memory is its largest job's (training: every run of the grid; evaluation: the generator it samples,
 the base or a baseline); its GPU-hour estimate sums its jobs (training: iterations x seconds per iteration x GPUs
-of each run at each seed; evaluation: images x NFEs swept). The bound (jobs x GPUs x runtime limit) is
+of each run at each seed; evaluation: images x NFEs swept, a K-th of it per job with ``eval.shard_jobs`` K, whose
+dry run lists K jobs a model). The bound (jobs x GPUs x runtime limit) is
 ``tafs plan``'s and means what the scheduler may charge.
 """
 
@@ -143,9 +144,11 @@ class Estimator:
         f = cfg_factor(gen, guidance) * timing.forward_flops(arch, params, res, seq)
         score = timing.decode_flops(gen.vae, res, self.cache) + timing.reward_flops(self.plan.eval_reward_names(),
                                                                                     self.cache)
-        flops = images * (sum(nfes) * f + len(nfes) * score)
-        out.gpu_hours = round(jobs * timing.iteration_seconds(flops, 1, gpu, self.mfu) / 3600, 1)
-        out.basis = f"FLOP model, {images} images x NFE {nfes} a job (training's MFU)"
+        k = self.plan.eval_shard_jobs()  # K scatter jobs a model (eval.shard_jobs), each 1/K of its shards
+        job_h = timing.iteration_seconds(images * (sum(nfes) * f + len(nfes) * score) / k, 1, gpu, self.mfu) / 3600
+        out.gpu_hours = round(jobs * job_h, 1)
+        share = f" / {k} scatter jobs (eval.shard_jobs)" if k > 1 else ""
+        out.basis = f"FLOP model, {images} images x NFE {nfes} a model{share}: ~{job_h:.2g} h a job (training's MFU)"
         return out
 
     # -- Table 2 --------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
@@ -22,7 +22,9 @@ def pick_rows(prompts: Sequence[Prompt], per_row: int, max_rows: int = 8) -> lis
     return out
 
 
-def save_grid(images: torch.Tensor, prompts: Sequence[Prompt], path: Path, title: str = "", per_row: int = 8) -> None:
+def save_grid(images: torch.Tensor | Mapping[int, torch.Tensor], prompts: Sequence[Prompt], path: Path, title: str = "",
+              per_row: int = 8) -> None:
+    """The images of ``pick_rows(prompts, per_row)`` (``images``: every image, or those at least, by index)."""
     import matplotlib
 
     matplotlib.use("Agg")
