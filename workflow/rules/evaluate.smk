@@ -1,17 +1,6 @@
 # Evaluation sweeps: one job per model (and seed) evaluates every sampler at every NFE of its sweep (the model and
-# the rewards load once); each writes eval/<model>/<sampler>/nfe{N}/metrics.json and samples.png.
-
-
-def _sweep_outputs(model, samplers, nfes, category):
-    """metrics.json and samples.png per sampler and NFE; the grids at the tables' NFE go into the Snakemake report."""
-    out = {}
-    for s in samplers:
-        for n in nfes:
-            out[f"m_{s}{n}"] = str(L.eval_metrics(model, s, n))
-            grid = str(L.eval_samples(model, s, n))
-            out[f"g_{s}{n}"] = grid if n != config["tables"]["main_nfe"] else report(
-                grid, caption="../report/samples.rst", category="Samples", subcategory=category)
-    return out
+# the rewards load once); each writes eval/<model>/<sampler>/nfe{N}/metrics.json and samples.png (_sweep_outputs:
+# common.smk).
 
 
 rule eval_base:
@@ -26,16 +15,18 @@ rule eval_base:
         model_cfg=quoted(PLAN.model_options("eval")),
         samplers=" ".join(config["sweep"]["base_samplers"]),
         nfe=" ".join(map(str, config["sweep"]["base_nfe"])),
-        out=str(L.eval_model_dir(BASE)),
+        out=lambda wc: str(L.eval_model_dir(BASE)),
     threads: PLAN.stage_threads("eval")
     resources:
         **PLAN.stage_resources("eval"),
     log:
         str(L.log("eval", "base.log")),
+    conda:
+        CONDA_ENV
     shell:
-        "python -m tafs evaluate --model {input.model} --model-cfg {params.model_cfg} --prompts {input.prompts} --name base "
-        "--sampler {params.samplers} --nfe {params.nfe} --cfg {params.cfg} --out {params.out} "
-        "--threads {threads}" + LOGGED
+        logged("python -m tafs evaluate --model {input.model} --model-cfg {params.model_cfg} --prompts {input.prompts} "
+               "--name base --sampler {params.samplers} --nfe {params.nfe} --cfg {params.cfg} --out {params.out} "
+               "--threads {threads}")
 
 
 # One rule per (samplers, NFEs) of the runs' sweeps (the runs of Tables 1-2 and Figure 4 sweep sweep.run_nfe; the
@@ -66,11 +57,13 @@ for _rule, _samplers, _nfes, _runs in PLAN.eval_run_groups():
             **PLAN.stage_resources("eval"),
         log:
             str(L.log("eval", "{run}_seed{seed}.log")),
+        conda:
+            CONDA_ENV
         shell:
-            "python -m tafs evaluate --model {input.model} --model-cfg {params.model_cfg} --adapter {input.adapter} "
-            "--prompts {input.prompts} "
-            "--name {wildcards.run} --sampler {params.samplers} --nfe {params.nfe} --cfg {params.cfg} "
-            "--out {params.out} --threads {threads}" + LOGGED
+            logged("python -m tafs evaluate --model {input.model} --model-cfg {params.model_cfg} "
+                   "--adapter {input.adapter} --prompts {input.prompts} "
+                   "--name {wildcards.run} --sampler {params.samplers} --nfe {params.nfe} --cfg {params.cfg} "
+                   "--out {params.out} --threads {threads}")
 
 
 # Evaluation-only models (Table 1's baselines) through their own pipeline call, at their own NFEs: one rule
@@ -92,13 +85,15 @@ for _name in config.get("baselines") or {}:
             nfe=" ".join(map(str, PLAN.baseline_nfe(_name))),
             lora=f"--lora {PLAN.baseline_inputs(_name)['lora']}" if "lora" in PLAN.baseline_inputs(_name) else "",
             name=_name,
-            out=str(L.eval_sweep(ModelRef.baseline(_name), "pipeline")),
+            out=lambda wc, name=_name: str(L.eval_sweep(ModelRef.baseline(name), "pipeline")),
         threads: PLAN.stage_threads("eval")
         resources:
             **PLAN.stage_resources("eval"),
         log:
             str(L.log("eval", f"baseline_{_name}.log")),
+        conda:
+            CONDA_ENV
         shell:
-            "python -m tafs evaluate-pipeline --model {input.model} {params.lora} --prompts {input.prompts} "
-            "--name {params.name} --nfe {params.nfe} --cfg {params.cfg} --baseline {params.baseline} "
-            "--out {params.out} --threads {threads}" + LOGGED
+            logged("python -m tafs evaluate-pipeline --model {input.model} {params.lora} --prompts {input.prompts} "
+                   "--name {params.name} --nfe {params.nfe} --cfg {params.cfg} --baseline {params.baseline} "
+                   "--out {params.out} --threads {threads}")
