@@ -30,7 +30,9 @@ if not config.get("experiment"):
 
 # Jobs call `python -m tafs` and `snakemake --report`: make them the interpreter running this workflow,
 # so `.venv/bin/snakemake` works without activating the venv (Slurm jobs inherit PATH: --export=ALL).
-os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+from tafs.job_launch import export_interpreter
+
+export_interpreter()
 
 # On Slurm the training jobs get SIGUSR1 before their time limit (workflow/profiles/slurm: --signal=USR1@600), sent
 # to every process of the job step: the Snakemake that runs the job there must not die of it (its default action),
@@ -54,6 +56,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/eval_outputs.smk"
 include: "workflow/rules/prompts.smk"
 include: "workflow/rules/base.smk"
 include: "workflow/rules/evaluate.smk"

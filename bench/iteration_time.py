@@ -16,8 +16,13 @@ Backbones (``--backbone``):
   bench/results/iteration_time_sd3.csv. ``sd3-tiny`` is the same code path at test size (CPU);
 - ``auto`` (default): ``toy``, plus ``sd3-medium`` when a CUDA GPU is present.
 
+``--record-plan`` also records the CUDA rows of the ``sd3-medium`` run in the package's measurements,
+tafs/planning/data/gpu_measurements.json (``tafs.planning.measured``), which ``python -m tafs plan`` reads for its
+training estimate and MFU: commit that file to ship the measurement.
+
     python bench/iteration_time.py --model results/models/base --repeats 3 --warmup 1
     python bench/iteration_time.py --backbone sd3-medium            # on a GPU: B = 2, G = 8
+    python bench/iteration_time.py --backbone sd3-medium --record-plan   # ... and record it for `tafs plan`
     python bench/iteration_time.py --profile                         # + cProfile of TAFS iterations
 """
 
@@ -44,6 +49,7 @@ from tafs.config import deep_merge, from_dict
 from tafs.grid import base_train
 from tafs.io import write_csv
 from tafs.models.backbone import Backbone, Cond
+from tafs.planning import measured
 from tafs.tasks import registry as tasks
 from tafs.train import cost
 from tafs.train.trainer import Trainer, TrainConfig
@@ -419,6 +425,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile-iters", type=int, default=3)
     p.add_argument("--out", default=str(BENCH_DIR / "results" / "iteration_time.csv"))
     p.add_argument("--sd3-out", default=str(BENCH_DIR / "results" / "iteration_time_sd3.csv"))
+    p.add_argument("--record-plan", nargs="?", const=str(measured.MEASURED), default=None, metavar="JSON",
+                   help="record the sd3-medium run's CUDA rows for `tafs plan` (default file: the package's "
+                        "tafs/planning/data/gpu_measurements.json)")
     a = p.parse_args(argv)
     if a.repeats < 1 or a.warmup < 0:
         p.error("--repeats must be >= 1 and --warmup >= 0")
@@ -442,6 +451,10 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
             write_csv(suite.out, rows)
             print(f"wrote {suite.out}")
             report(rows, suite.name, a.target_overhead)
+            if a.record_plan and name == "sd3-medium":
+                n = measured.record(rows, Path(a.record_plan))
+                print(f"recorded {n} CUDA rows in {a.record_plan}" if n else
+                      "--record-plan: no CUDA rows to record (this run was not on a GPU)")
             results[name] = rows
     return results
 

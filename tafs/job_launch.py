@@ -1,8 +1,13 @@
 """How a job's process(es) start from its Snakemake resources: GPUs, one Slurm job over several nodes, and the
-command prefix (one process, `accelerate launch`, or `tafs launch` per node)."""
+command prefix (one process, `accelerate launch`, or `tafs launch` per node); how a job's shell command ends (its
+stderr into its log) and the environment every job inherits (this interpreter first on PATH, the live MLflow target).
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 from tafs.config import ConfigError
@@ -57,3 +62,30 @@ def tafs_launcher(resources: Any) -> str:
                 "--main_process_port $(python -m tafs free-port) -m tafs").format(n=gpus)
     return "python -m tafs"
 
+
+# Every job's stderr goes to its log; when it fails, the log's last lines (tafs ends with one line that says what is
+# wrong, where, and what to do) also reach the console, before Snakemake's own error report. With the exit code kept:
+# 75 is a training slice that stopped early with a checkpoint (tafs/train/preempt.py), which the Slurm profile
+# re-submits.
+LOGGED = " 2> {log} || {{ tail -n 3 {log} >&2; exit 1; }}"
+LOGGED_RC = " 2> {log} || {{ rc=$?; tail -n 3 {log} >&2; exit $rc; }}"
+
+
+def logged(command: str, keep_rc: bool = False) -> str:
+    """A rule's shell command with its stderr into the rule's `{log}` (and, on failure, its last lines shown)."""
+    return command + (LOGGED_RC if keep_rc else LOGGED)
+
+
+def export_interpreter(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Jobs call `python -m tafs` and `snakemake --report`: put the interpreter running the workflow first on PATH,
+    so `.venv/bin/snakemake` works without activating the venv (Slurm jobs inherit PATH: --export=ALL). With
+    `--sdm conda` Snakemake activates the rule's environment on top of it: its interpreter comes first."""
+    environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), environ.get("PATH", "")])
+
+
+def export_tracking(target: str | None, environ: MutableMapping[str, str] = os.environ) -> None:
+    """Jobs (local and on Slurm, --export=ALL) find the MLflow server in TAFS_TRACKING (`Plan.tracking_target`):
+    an environment variable, set only with a server, not a rule parameter (a parameter would re-run every job when
+    the config changes)."""
+    if target:
+        environ["TAFS_TRACKING"] = target

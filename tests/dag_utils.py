@@ -14,9 +14,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def scratch_workflow(tmp: Path) -> Path:
-    """Copy Snakefile, config.yaml, workflow/, link assets/ and the ``slurm`` profile into ``tmp`` (results stay inside)."""
-    shutil.copy(REPO / "Snakefile", tmp / "Snakefile")
-    shutil.copy(REPO / "config.yaml", tmp / "config.yaml")
+    """Copy Snakefile, config.yaml, environment.yml (every rule's `conda:` file, read by Snakemake when a job ends),
+    workflow/, link assets/ and the ``slurm`` profile into ``tmp`` (results stay inside)."""
+    for name in ("Snakefile", "config.yaml", "environment.yml"):
+        shutil.copy(REPO / name, tmp / name)
     shutil.copytree(REPO / "workflow", tmp / "workflow")
     (tmp / "assets").symlink_to(REPO / "assets")  # the shipped toy base (config.yaml model.pretrained)
     for link in ("slurm", "profiles"):  # `--profile slurm` finds ./slurm; the workflow profile profiles/default

@@ -177,19 +177,19 @@ def test_plan_command(dry_runs):
 
 
 def test_plan_estimates_from_a_gpu_benchmark(tmp_path):
-    """With a CUDA row in bench/results, the training estimate is jobs x GPUs x (seconds per sample x this
-    config's samples per GPU and iteration x iterations)."""
-    (tmp_path / "bench" / "results").mkdir(parents=True)
-    (tmp_path / "bench" / "results" / "iteration_time_sd3.csv").write_text(
-        "method,median_s,device,B,G,model\ntafs_grpo,3.2,cuda:0,2,8,sd3-medium\n")
-    measured = tafs_plan.measured_seconds(tmp_path)
+    """With a recorded CUDA row (tafs.planning.measured), the training estimate is jobs x GPUs x (seconds per sample
+    x this config's samples per GPU and iteration x iterations)."""
+    data = tmp_path / "gpu_measurements.json"
+    data.write_text(json.dumps({"rows": [{"method": "tafs_grpo", "median_s": 3.2, "device": "cuda:0", "B": 2,
+                                          "G": 8, "backbone": "sd3-medium"}]}))
+    measured = tafs_plan.measured_seconds(data)
     assert measured[0] == pytest.approx(0.2) and "sd3-medium" in measured[1]
     cfg = {"train": {"prompts_per_iter": 24, "group_size": 48, "iterations": 1500}}  # global: 3 prompts a GPU
     row = tafs_plan.stage_row("train", [{"gpu": "8", "cpus_per_gpu": "8", "runtime": "2880", "mem_mb": "1000"}] * 2,
                               False, cfg, measured)
     assert row.gpu_hours_bound == 2 * 8 * 48
     assert row.gpu_hours_estimate == pytest.approx(2 * 8 * 0.2 * 3 * 48 * 1500 / 3600, abs=0.1)
-    assert tafs_plan.measured_seconds(tmp_path / "nowhere") is None
+    assert tafs_plan.measured_seconds(tmp_path / "nowhere.json") is None
 
 
 def test_plan_merges_config_files_in_order():

@@ -4,6 +4,7 @@ pipelines, memory warnings, and Table 2's predicted seconds per iteration."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -173,17 +174,17 @@ def test_an_evaluation_job_over_its_gpu_names_what_to_change():
 
 
 def test_a_measured_mfu_replaces_the_calibration(flux_estimator, tmp_path):
-    """A CUDA row of bench/results with an `mfu` column (bench/iteration_time.py --backbone sd3-medium) is read by
-    tafs.planning.command and replaces the Table 2 calibration: half the utilisation, twice the seconds."""
-    from tafs.planning import command as tafs_plan
+    """A recorded CUDA row with an `mfu` (bench/iteration_time.py --backbone sd3-medium --record-plan) is read by
+    tafs.planning.measured and replaces the Table 2 calibration: half the utilisation, twice the seconds."""
+    from tafs.planning import measured as gpu
     from tafs.planning.estimate import Estimator
 
-    (tmp_path / "bench" / "results").mkdir(parents=True)
-    (tmp_path / "bench" / "results" / "iteration_time_sd3.csv").write_text(
-        "method,median_s,device,B,G,model,mfu\ntafs_grpo,3.2,cuda:0,2,8,sd3-medium,0.25\n")
-    mfu = tafs_plan.measured_mfu(tmp_path)
-    assert mfu[0] == 0.25 and "iteration_time_sd3.csv" in mfu[1]
-    assert tafs_plan.measured_mfu(tmp_path / "nowhere") is None
+    data = tmp_path / "gpu_measurements.json"
+    data.write_text(json.dumps({"rows": [{"method": "tafs_grpo", "median_s": 3.2, "device": "cuda:0", "B": 2,
+                                          "G": 8, "backbone": "sd3-medium", "mfu": 0.25}]}))
+    mfu = gpu.measured_mfu(data)
+    assert mfu[0] == 0.25 and "gpu_measurements.json (sd3-medium" in mfu[1]
+    assert gpu.measured_mfu(tmp_path / "nowhere.json") is None
     measured = Estimator(flux_estimator.config, flux_estimator.plan, (flux_estimator.mfu / 2, "measured"))
     train = flux_estimator.plan.train_cfg("tafs_grpo", 0)
     assert measured.run_seconds(train, 8, "h100") == pytest.approx(2 * flux_estimator.run_seconds(train, 8, "h100"))
@@ -243,3 +244,38 @@ def test_scatter_jobs_share_an_evaluations_gpu_hours():
         four = est.evaluation("eval_base", 4)
     assert one.gpu_hours and four.gpu_hours == pytest.approx(one.gpu_hours, abs=0.1)
     assert "/ 4 scatter jobs (eval.shard_jobs)" in four.basis and "scatter" not in one.basis, four.basis
+
+
+def test_plan_reads_its_measurements_from_the_package_not_bench(tmp_path, monkeypatch):
+    """What `tafs plan` reads ships in the package (tafs/planning/data/, package data in pyproject.toml): the planner
+    names no bench/ path and reads the same from a folder without bench/. The benchmark's --record-plan writes
+    there: its CUDA method rows (not the compute-floor rows, not CPU rows), read back as seconds per sample and MFU,
+    a re-run replacing the same method's row."""
+    import subprocess
+
+    from tafs.planning import command as tafs_plan
+    from tafs.planning import measured as gpu
+
+    pkg = Path(gpu.__file__).resolve().parent
+    assert gpu.MEASURED.parent == pkg / "data" and gpu.MEASURED.exists()
+    shipped = gpu.load()
+    assert isinstance(shipped["rows"], list) and "--record-plan" in shipped["about"]
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert re.search(r'^"tafs.planning" = \[.*"data/\*\.json"', pyproject, re.MULTILINE)  # installed with the package
+    hits = subprocess.run(["grep", "-rn", "bench/results", str(pkg)], capture_output=True, text=True).stdout
+    assert not hits, hits
+    expected = gpu.measured_seconds(), gpu.measured_mfu()
+    monkeypatch.chdir(tmp_path)  # no bench/ here
+    assert (gpu.measured_seconds(), gpu.measured_mfu()) == expected
+    assert tafs_plan.measured_seconds is gpu.measured_seconds  # what build() calls
+
+    data = tmp_path / "m.json"
+    row = {"method": "tafs_grpo", "sampler": "annealed", "median_s": 4.0, "device": "cuda:0", "gpu": "NVIDIA H100",
+           "B": 2, "G": 8, "backbone": "sd3-medium", "mfu": 0.3, "ratio_vs_tafs": 1.0, "time_opt_s": 2.0}
+    rows = [row, {**row, "method": "tafs_floor_forward", "sampler": ""}, {**row, "device": "cpu", "gpu": ""}]
+    assert gpu.record(rows, data) == 1
+    assert gpu.measured_seconds(data) == (0.25, "m.json (sd3-medium, NVIDIA H100, B x G 16)")
+    assert gpu.measured_mfu(data)[0] == 0.3 and "ratio_vs_tafs" not in gpu.load(data)["rows"][0]
+    assert gpu.record([{**row, "median_s": 8.0}], data) == 1 and len(gpu.load(data)["rows"]) == 1
+    assert gpu.measured_seconds(data)[0] == 0.5
+    assert gpu.record([{**row, "device": "cpu"}], data) == 0

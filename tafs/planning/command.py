@@ -7,18 +7,18 @@ deep-merged; ``tafs.config.merge_defaults``), validated and checked by ``tafs.da
 then ``snakemake -n --forceall`` lists every job with its resources. Per rule: jobs, GPUs and CPUs per job, the
 runtime limit, and the GPU-hour bound (jobs x GPUs x runtime limit: what the scheduler may charge, not what the
 jobs use). The GPU-hour estimate is the FLOP model of ``tafs.planning.timing`` (calibrated to the paper's Table 2),
-or, for training, a measured seconds-per-iteration on a GPU when bench/results/ has one (written by
-bench/iteration_time.py on a CUDA machine). Per GPU stage, the peak GPU memory of its largest job
-(``tafs.planning.memory``: weights, LoRA state, activations) against ``resources.<stage>.gpu_mem_gb`` (a warning
-names the setting to change), and Table 2's predicted seconds per iteration beside the paper's. Then the hub
-downloads, with sizes from the model cards (approximate), and the totals.
+or, for training, a measured seconds-per-iteration on a GPU when the package's measurements have one
+(``tafs.planning.measured``: tafs/planning/data/gpu_measurements.json, recorded by
+``bench/iteration_time.py --backbone sd3-medium --record-plan`` on a CUDA machine). Per GPU stage, the peak GPU
+memory of its largest job (``tafs.planning.memory``: weights, LoRA state, activations) against
+``resources.<stage>.gpu_mem_gb`` (a warning names the setting to change), and Table 2's predicted seconds per
+iteration beside the paper's. Then the hub downloads, with sizes from the model cards (approximate), and the totals.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import re
 import subprocess
@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from tafs.config import ConfigError, deep_merge, load_config_file, merge_defaults, schema_errors
+from tafs.planning.measured import measured_mfu, measured_seconds
 
 SCHEMA = "workflow/schemas/config.schema.yaml"
-BENCH = "bench/results"
-UNMEASURED = "unmeasured (run bench/iteration_time.py --backbone sd3-medium / bench/sd3_backbone.py on a GPU)"
+UNMEASURED = "unmeasured (record a GPU run: bench/iteration_time.py --backbone sd3-medium --record-plan)"
 # Approximate download sizes in GB (the files the presets' allow_patterns select), from the model cards.
 SIZES_GB = {
     "stabilityai/stable-diffusion-3.5-medium": 16, "stabilityai/stable-diffusion-3.5-large": 28,
@@ -112,29 +112,6 @@ def parse_jobs(stdout: str) -> dict[str, list[dict[str, str]]]:
     return jobs
 
 
-def measured_seconds(root: Path) -> tuple[float, str] | None:
-    """Median seconds per TAFS-GRPO iteration measured on a CUDA GPU in bench/results/*.csv, if any, with its
-    samples per iteration (B x G) and source, as (seconds per sample, description)."""
-    for path in sorted((root / BENCH).glob("*.csv")):
-        with open(path, newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                if row.get("method") == "tafs_grpo" and "cuda" in (row.get("device") or ""):
-                    samples = int(row["B"]) * int(row["G"])
-                    return float(row["median_s"]) / samples, f"{path.name} ({row.get('model', '?')}, B x G {samples})"
-    return None
-
-
-def measured_mfu(root: Path) -> tuple[float, str] | None:
-    """The model-FLOP utilisation of TAFS-GRPO's training passes measured on a CUDA GPU (the ``mfu`` column
-    bench/iteration_time.py --backbone sd3-medium writes), if any: it replaces the Table 2 calibration."""
-    for path in sorted((root / BENCH).glob("*.csv")):
-        with open(path, newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                if row.get("method") == "tafs_grpo" and "cuda" in (row.get("device") or "") and row.get("mfu"):
-                    return float(row["mfu"]), f"measured in {path.name} ({row.get('model', '?')})"
-    return None
-
-
 def stage_row(rule: str, jobs: list[dict[str, str]], local: bool, config: dict,
               measured: tuple[float, str] | None) -> Stage:
     r = jobs[0]  # every job of a rule gets its stage's resources (tafs.dag.Plan.stage_resources)
@@ -159,11 +136,11 @@ def train_seconds(config: dict, seconds_per_sample: float, gpus: int) -> float:
 
 def model_estimates(config: dict, stages: list[Stage], root: Path, measured: tuple[float, str] | None) -> dict:
     """Memory and GPU-hours per GPU stage from the real models' configs (tafs.planning), filled into ``stages``:
-    a measured training estimate (bench/results) is kept; the model fills in the rest."""
+    a measured training estimate (tafs.planning.measured) is kept; the model fills in the rest."""
     from tafs.planning.estimate import estimate
 
     try:
-        model = estimate(config, [asdict(s) for s in stages], root, measured_mfu(root))
+        model = estimate(config, [asdict(s) for s in stages], root, measured_mfu())
     except Exception as e:  # noqa: BLE001 - the plan still lists jobs and bounds when a model cannot be estimated
         return {"stages": {}, "warnings": [], "table2": [], "error": f"{type(e).__name__}: {e}"}
     for s in stages:
@@ -190,7 +167,7 @@ def build(files: list[str], root: Path, remaining: bool = False) -> dict[str, An
     shown, files = files, [str(Path(f).resolve()) for f in files]
     config = load_config(files, root)
     dls = downloads(config, root)  # builds tafs.dag.Plan: the DAG-time checks, before the slow dry run
-    measured = measured_seconds(root)
+    measured = measured_seconds()
     local = local_rules(root)
     stages = [stage_row(rule, jobs, rule in local, config, measured)
               for rule, jobs in parse_jobs(dry_run(files, root, remaining)).items()]

@@ -17,7 +17,7 @@ forward for the KL term. The VAE decode's FLOPs are counted on the meta device (
 
 Seconds = FLOPs / (GPUs x peak dense bf16 FLOP/s x MFU). The achieved model-FLOP utilisation (MFU) is calibrated
 so that the paper's TAFS-GRPO iteration (FLUX.1-dev at 512 px, 24 x 48 = 1,152 images, K = 3, on 8 H100) takes the
-116 s of Table 2; a CUDA row of bench/results/ (``tafs.planning.command.measured_seconds``) replaces it when there is one.
+116 s of Table 2; a recorded GPU measurement (``tafs.planning.measured``) replaces it when there is one.
 """
 
 from __future__ import annotations

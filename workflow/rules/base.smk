@@ -18,9 +18,11 @@ if DOWNLOADS:
         localrule: True
         log:
             str(L.log("download", "{name}.log")),
+        conda:
+            CONDA_ENV
         shell:
-            "python -m tafs download --hub {params.hub} --revision {params.revision} {params.patterns} "
-            "--out {output}" + LOGGED
+            logged("python -m tafs download --hub {params.hub} --revision {params.revision} {params.patterns} "
+                   "--out {output}")
 
 
 # The models the task's world builds (TaskSpec.builds: the toy base when `model.pretrained: null`, the toy CLIP-like
@@ -42,8 +44,10 @@ if BUILT:
             **PLAN.stage_resources("pretrain"),
         log:
             str(L.log("build_model", "{name}.log")),
+        conda:
+            CONDA_ENV
         shell:
-            "python -m tafs {params.args} --out {output} --threads {threads}" + LOGGED
+            logged("python -m tafs {params.args} --out {output} --threads {threads}")
 
 if PLAN.tiny_base():
 
@@ -56,8 +60,10 @@ if PLAN.tiny_base():
             **PLAN.stage_resources("default"),
         log:
             str(L.log("tiny_base.log")),
+        conda:
+            CONDA_ENV
         shell:
-            "python -m tafs tiny-pipeline --family {params.family} --out {output}" + LOGGED
+            logged("python -m tafs tiny-pipeline --family {params.family} --out {output}")
 
 
 # Tiny random reward models of the real classes (`reward_models.<name>.path: {tiny: <model>}`): CPU smoke runs
@@ -75,5 +81,7 @@ if TINY_REWARDS:
             **PLAN.stage_resources("default"),
         log:
             str(L.log("tiny_reward", "{model}.log")),
+        conda:
+            CONDA_ENV
         shell:
-            "python -m tafs tiny-reward --model {wildcards.model} --out {output}" + LOGGED
+            logged("python -m tafs tiny-reward --model {wildcards.model} --out {output}")

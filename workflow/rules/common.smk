@@ -9,7 +9,7 @@ import sys
 from tafs import owner
 from tafs.config import ConfigError, redact
 from tafs.dag import Plan, Untracked, quoted
-from tafs.job_launch import job_gpus, tafs_launcher
+from tafs.job_launch import export_tracking, job_gpus, logged, tafs_launcher
 from tafs.paths import ModelRef
 
 # A results folder belongs to the config that made it (tafs.owner): another config stops here, before any job.
@@ -20,12 +20,11 @@ try:
 except ConfigError as e:  # bad config or input file: one clear message, no job starts, nothing is written
     sys.exit(f"error: {e}")
 L = PLAN.layout
-if PLAN.tracking_target():  # jobs (local and on Slurm, --export=ALL) find the MLflow server here
-    os.environ["TAFS_TRACKING"] = PLAN.tracking_target()
-R = str(L.root)
+export_tracking(PLAN.tracking_target())  # jobs (local and on Slurm, --export=ALL) find the MLflow server here
 GRID = PLAN.grid  # every training run and which table row it fills (tafs/grid.py)
 BASE = ModelRef.base()
 RUN = ModelRef.run("{run}", "{seed}")  # a run at a seed, as wildcards
-# Every job's stderr goes to its log; when it fails, the log's last lines (tafs ends with one line that says what
-# is wrong, where, and what to do) also reach the console, before Snakemake's own error report.
-LOGGED = " 2> {log} || {{ tail -n 3 {log} >&2; exit 1; }}"
+# The software environment of the rules (their `conda` directive): the repository's environment.yml, used with
+# `--sdm conda` (docs/cluster.md, "Software environment"); without that flag, jobs run in the interpreter that runs
+# Snakemake (the Snakefile's export_interpreter).
+CONDA_ENV = os.path.join(workflow.basedir, "environment.yml")

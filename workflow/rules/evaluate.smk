@@ -1,37 +1,6 @@
 # Evaluation sweeps: one job per model (and seed) evaluates every sampler at every NFE of its sweep (the model and
-# the rewards load once); each writes eval/<model>/<sampler>/nfe{N}/metrics.json and samples.png.
-# With eval.shard_jobs K > 1 each of these rules is instead K scatter jobs per model ({job} = 0..K-1: their share of
-# the prompt shards, then eval/<model>/shard_jobs/job{job}of{K}.json) and a rule gather_<rule> writes the files above
-# from the shards (tafs/eval_jobs.py); the same rules, outputs and commands as with K = 1 otherwise.
-SHARD_JOBS = PLAN.eval_shard_jobs()
-# a scatter job's part of the command (nothing with K = 1)
-SCATTER = "" if SHARD_JOBS == 1 else f" --shard-job {{wildcards.job}}/{SHARD_JOBS} --done {{output.done}}"
-
-
-def _sweep_outputs(model, samplers, nfes, category):
-    """metrics.json and samples.png per sampler and NFE; the grids at the tables' NFE go into the Snakemake report."""
-    out = {}
-    for s in samplers:
-        for n in nfes:
-            out[f"m_{s}{n}"] = str(L.eval_metrics(model, s, n))
-            grid = str(L.eval_samples(model, s, n))
-            out[f"g_{s}{n}"] = grid if n != config["tables"]["main_nfe"] else report(
-                grid, caption="../report/samples.rst", category="Samples", subcategory=category)
-    return out
-
-
-def _done_output(model):
-    """A scatter job's output (K > 1): its done file, {job} = 0..K-1."""
-    return {"done": str(L.eval_shard_job(model, r"{job,\d+}", SHARD_JOBS))}
-
-
-def _eval_outputs(model, samplers, nfes, category):
-    """An evaluation job's outputs: the sweep's files (K = 1), or the scatter job's done file."""
-    return _sweep_outputs(model, samplers, nfes, category) if SHARD_JOBS == 1 else _done_output(model)
-
-
-def _eval_log(name):
-    return str(L.log("eval", f"{name}.log" if SHARD_JOBS == 1 else f"{name}_job{{job}}.log"))
+# the rewards load once); each writes eval/<model>/<sampler>/nfe{N}/metrics.json and samples.png, or with
+# eval.shard_jobs K > 1 is K scatter jobs and a gather job (what they declare: eval_outputs.smk).
 
 
 rule eval_base:
@@ -46,16 +15,18 @@ rule eval_base:
         model_cfg=quoted(PLAN.model_options("eval")),
         samplers=" ".join(config["sweep"]["base_samplers"]),
         nfe=" ".join(map(str, config["sweep"]["base_nfe"])),
-        out=str(L.eval_model_dir(BASE)),
+        out=lambda wc: str(L.eval_model_dir(BASE)),
     threads: PLAN.stage_threads("eval")
     resources:
         **PLAN.stage_resources("eval"),
     log:
         _eval_log("base"),
+    conda:
+        CONDA_ENV
     shell:
-        "python -m tafs evaluate --model {input.model} --model-cfg {params.model_cfg} --prompts {input.prompts} --name base "
-        "--sampler {params.samplers} --nfe {params.nfe} --cfg {params.cfg} --out {params.out} "
-        "--threads {threads}" + SCATTER + LOGGED
+        logged("python -m tafs evaluate --model {input.model} --model-cfg {params.model_cfg} --prompts {input.prompts} "
+               "--name base --sampler {params.samplers} --nfe {params.nfe} --cfg {params.cfg} --out {params.out} "
+               "--threads {threads}" + SCATTER)
 
 
 # One rule per (samplers, NFEs) of the runs' sweeps (the runs of Tables 1-2 and Figure 4 sweep sweep.run_nfe; the
@@ -86,11 +57,13 @@ for _rule, _samplers, _nfes, _runs in PLAN.eval_run_groups():
             **PLAN.stage_resources("eval"),
         log:
             _eval_log("{run}_seed{seed}"),
+        conda:
+            CONDA_ENV
         shell:
-            "python -m tafs evaluate --model {input.model} --model-cfg {params.model_cfg} --adapter {input.adapter} "
-            "--prompts {input.prompts} "
-            "--name {wildcards.run} --sampler {params.samplers} --nfe {params.nfe} --cfg {params.cfg} "
-            "--out {params.out} --threads {threads}" + SCATTER + LOGGED
+            logged("python -m tafs evaluate --model {input.model} --model-cfg {params.model_cfg} "
+                   "--adapter {input.adapter} --prompts {input.prompts} "
+                   "--name {wildcards.run} --sampler {params.samplers} --nfe {params.nfe} --cfg {params.cfg} "
+                   "--out {params.out} --threads {threads}" + SCATTER)
 
 
 # Evaluation-only models (Table 1's baselines) through their own pipeline call, at their own NFEs: one rule
@@ -114,37 +87,22 @@ for _name in config.get("baselines") or {}:
             nfe=" ".join(map(str, PLAN.baseline_nfe(_name))),
             lora=f"--lora {PLAN.baseline_inputs(_name)['lora']}" if "lora" in PLAN.baseline_inputs(_name) else "",
             name=_name,
-            out=str(L.eval_sweep(ModelRef.baseline(_name), "pipeline")),
+            out=lambda wc, name=_name: str(L.eval_sweep(ModelRef.baseline(name), "pipeline")),
         threads: PLAN.stage_threads("eval")
         resources:
             **PLAN.stage_resources("eval"),
         log:
             _eval_log(f"baseline_{_name}"),
+        conda:
+            CONDA_ENV
         shell:
-            "python -m tafs evaluate-pipeline --model {input.model} {params.lora} --prompts {input.prompts} "
-            "--name {params.name} --nfe {params.nfe} --cfg {params.cfg} --baseline {params.baseline} "
-            "--out {params.out} --threads {threads}" + SCATTER + LOGGED
+            logged("python -m tafs evaluate-pipeline --model {input.model} {params.lora} --prompts {input.prompts} "
+                   "--name {params.name} --nfe {params.nfe} --cfg {params.cfg} --baseline {params.baseline} "
+                   "--out {params.out} --threads {threads}" + SCATTER)
 
 
 # eval.shard_jobs K > 1: per evaluation rule, a gather job per model that waits for its K scatter jobs and writes the
 # sweep's metrics.json and samples.png from their shards (no model, no reward, no GPU: the `default` resources).
-def _gathers():
-    """(rule, model pattern, its ModelRef from the wildcards, outputs, samplers, NFEs, wildcard constraints) of each
-    evaluation rule above: the K = 1 rule's outputs, now the gather's."""
-    sweep = config["sweep"]
-    out = [("eval_base", BASE, lambda wc: BASE, _sweep_outputs(BASE, sweep["base_samplers"], sweep["base_nfe"], "base"),
-            sweep["base_samplers"], sweep["base_nfe"], {})]
-    out += [(rule, RUN, lambda wc: ModelRef.run(wc.run, wc.seed), _sweep_outputs(RUN, samplers, nfes, "{run}"),
-             samplers, nfes, {"run": "|".join(map(re.escape, runs)), "seed": r"\d+"})
-            for rule, samplers, nfes, runs in PLAN.eval_run_groups()]
-    for name in config.get("baselines") or {}:
-        ref = ModelRef.baseline(name)
-        out.append((f"eval_baseline_{name}", ref, lambda wc, ref=ref: ref,
-                    {f"m_{n}": str(L.eval_metrics(ref, "pipeline", n)) for n in PLAN.baseline_nfe(name)},
-                    ["pipeline"], PLAN.baseline_nfe(name), {}))
-    return out
-
-
 for _rule, _model, _ref, _outputs, _samplers, _nfes, _constraints in _gathers() if SHARD_JOBS > 1 else []:
 
     rule:
@@ -168,6 +126,9 @@ for _rule, _model, _ref, _outputs, _samplers, _nfes, _constraints in _gathers() 
             **PLAN.stage_resources("default"),
         log:
             str(L.log("eval", f"gather_{_rule}" + ("_{run}_seed{seed}" if _model == RUN else "") + ".log")),
+        conda:
+            CONDA_ENV
         shell:
-            "python -m tafs evaluate-gather --prompts {input.prompts} --name {params.name} --sampler {params.samplers} "
-            "--nfe {params.nfe} --cfg {params.cfg} --out {params.out} --done {input.done}" + LOGGED
+            logged("python -m tafs evaluate-gather --prompts {input.prompts} --name {params.name} "
+                   "--sampler {params.samplers} --nfe {params.nfe} --cfg {params.cfg} --out {params.out} "
+                   "--done {input.done}")

@@ -16,8 +16,10 @@ if DATA_FILES:
         localrule: True
         log:
             str(L.log("fetch_data", "{name}.log")),
+        conda:
+            CONDA_ENV
         shell:
-            "python -m tafs fetch-data --url {params.url} --sha256 {params.sha256} --out {output}" + LOGGED
+            logged("python -m tafs fetch-data --url {params.url} --sha256 {params.sha256} --out {output}")
 
 
 rule prompts:
@@ -36,6 +38,8 @@ rule prompts:
         **PLAN.stage_resources("default"),
     log:
         str(L.log("prompts", "{split}.log")),
+    conda:
+        CONDA_ENV
     shell:
-        "python -m tafs prompts --task {params.task} --tasks {params.tasks} --split {wildcards.split} "
-        "--source '{input.source}' --exclude '{input.exclude}' --train-rewards {params.rewards} --out {output}" + LOGGED
+        logged("python -m tafs prompts --task {params.task} --tasks {params.tasks} --split {wildcards.split} "
+               "--source '{input.source}' --exclude '{input.exclude}' --train-rewards {params.rewards} --out {output}")

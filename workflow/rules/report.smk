@@ -14,9 +14,11 @@ rule config_snapshot:
     localrule: True
     log:
         str(L.log("config_snapshot.log")),
+    conda:
+        CONDA_ENV
     shell:
-        "python -m tafs config-snapshot --cfg {params.cfg} --out {output.config} --owner {params.owner} "
-        "--owner-out {output.owner}" + LOGGED
+        logged("python -m tafs config-snapshot --cfg {params.cfg} --out {output.config} --owner {params.owner} "
+               "--owner-out {output.owner}")
 
 
 rule grid_manifest:
@@ -28,8 +30,10 @@ rule grid_manifest:
     localrule: True
     log:
         str(L.log("grid_manifest.log")),
+    conda:
+        CONDA_ENV
     shell:
-        "python -m tafs grid --config {input.config} --prompts {input.prompts} --out {output}" + LOGGED
+        logged("python -m tafs grid --config {input.config} --prompts {input.prompts} --out {output}")
 
 
 rule tables:
@@ -45,12 +49,16 @@ rule tables:
         png=report(str(L.figure("figure4", "png")), caption="../report/figure4.rst", category="Figure 4"),
         pdf=str(L.figure("figure4", "pdf")),
     params:
-        out=str(L.tables_dir),
+        results=lambda wc: str(L.root),
+        out=lambda wc: str(L.tables_dir),
     localrule: True
     log:
         str(L.log("tables.log")),
+    conda:
+        CONDA_ENV
     shell:
-        "python -m tafs tables --manifest {input.manifest} --results {R} --out {params.out} --figure {output.png}" + LOGGED
+        logged("python -m tafs tables --manifest {input.manifest} --results {params.results} --out {params.out} "
+               "--figure {output.png}")
 
 
 rule mlflow_ingest:
@@ -60,10 +68,13 @@ rule mlflow_ingest:
     output:
         str(L.mlflow_dir / "ingest.json"),
     params:
+        results=lambda wc: str(L.root),
         uri=PLAN.tracking_uri(),  # the MLflow server of `tracking.uri`, else results/mlflow.db
     localrule: True
     log:
         str(L.log("mlflow_ingest.log")),
+    conda:
+        CONDA_ENV
     shell:
-        "python -m tafs mlflow-ingest --results {R} --uri {params.uri} --config {input.config} "
-        "--out {output}" + LOGGED
+        logged("python -m tafs mlflow-ingest --results {params.results} --uri {params.uri} --config {input.config} "
+               "--out {output}")

@@ -1,11 +1,6 @@
 # GRPO training runs: one per (run, seed). Runs come from tafs.grid (methods x ablations, deduplicated).
 
 
-# As LOGGED, but a failing job keeps its exit code: 75 is a slice that stopped early with a checkpoint
-# (tafs/train/preempt.py; `sacct` shows it), which the Slurm profile re-submits.
-LOGGED_RC = " 2> {log} || {{ rc=$?; tail -n 3 {log} >&2; exit $rc; }}"
-
-
 rule train:
     input:
         model=PLAN.base_model(),
@@ -39,7 +34,12 @@ rule train:
         **PLAN.stage_resources("train"),
     log:
         str(L.log("train", "{run}_seed{seed}.log")),
+    conda:
+        CONDA_ENV
+    # A failing job keeps its exit code (keep_rc): 75 is a slice that stopped early with a checkpoint
+    # (tafs/train/preempt.py; `sacct` shows it), which the Slurm profile re-submits.
     shell:
-        "{params.launch} train --model {input.model} --model-cfg {params.model_cfg} --prompts {input.prompts} "
-        "--cfg {params.cfg} --runtime {params.runtime} "
-        "--out {params.out} --ckpt-dir {params.ckpt} --threads {threads} --expect-gpus {params.gpus}" + LOGGED_RC
+        logged("{params.launch} train --model {input.model} --model-cfg {params.model_cfg} --prompts {input.prompts} "
+               "--cfg {params.cfg} --runtime {params.runtime} "
+               "--out {params.out} --ckpt-dir {params.ckpt} --threads {threads} --expect-gpus {params.gpus}",
+               keep_rc=True)
