@@ -9,11 +9,10 @@ if [ $# -gt 0 ]; then
     exit
 fi
 # The whole suite: test files spread over TAFS_TEST_WORKERS processes (2: most tests wait on subprocesses, DAG
-# runs and imports, so two workers keep 2 cores busy), a file's tests in one worker (module fixtures are shared);
-# then the Slurm test alone: it installs Slurm's tools, after which every `snakemake` start waits 10 s.
+# runs and imports, so two workers keep 2 cores busy), a file's tests in one worker (module fixtures are shared).
+# The Slurm test starts first and runs beside the others (it mostly waits on its scheduler; tests/conftest.py).
 # The linter and the docs site first (seconds): pyflakes' findings, a broken link or a page missing from mkdocs.yml's
 # nav fail the run.
 python -m ruff check tafs tests bench scripts
 python -m mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
-python -m pytest -q -n "${TAFS_TEST_WORKERS:-2}" --dist loadfile --ignore tests/test_slurm.py
-python -m pytest -q tests/test_slurm.py
+python -m pytest -q -n "${TAFS_TEST_WORKERS:-2}" --dist loadfile

@@ -6,7 +6,6 @@ Everything here is deliberately small: the test machine has 2 cores shared with 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -17,27 +16,37 @@ from tafs.models.backbone import Backbone, Cond
 
 torch.set_num_threads(1)
 
+STUB_PREFIX = "tafs-scontrol-"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The Slurm test runs last. It installs Slurm's client tools and stops its cluster at the end; from then on
-    every `snakemake` start waits 10 s in the Slurm executor plugin's `scontrol show config` (which times out
-    without a controller), which would add minutes to the DAG tests that come after it. A session without the
-    Slurm test (scripts/test.sh runs it on its own) gets an `scontrol` whose `show config` fails at once."""
-    items.sort(key=lambda item: item.nodeid.startswith("tests/test_slurm.py"))
-    if not any(item.nodeid.startswith("tests/test_slurm.py") for item in items):
-        _fast_failing_scontrol_show_config()
+    """The Slurm test goes first, so that it runs beside the other tests (it mostly waits on the scheduler): with
+    `--dist loadfile` a worker takes it before anything else. Its Slurm client tools (installed by the test on a fresh
+    machine, and kept) would make every other `snakemake` start wait 10 s in the Slurm executor plugin's `scontrol
+    show config` once its cluster is stopped; every test gets an `scontrol` whose `show config` fails at once
+    instead, and the Slurm test takes it off its own PATH (tests/test_slurm.py `_env`)."""
+    items.sort(key=lambda item: not item.nodeid.startswith("tests/test_slurm.py"))
+    _fast_failing_scontrol_show_config()
 
 
 def _fast_failing_scontrol_show_config() -> None:
     """Prepend to PATH an `scontrol` that answers `show config` with an error at once (as on a machine without a
-    controller, minus the 10 s wait) and hands everything else (`show hostnames`) to the real one."""
-    real = shutil.which("scontrol")
-    if not real or "tafs-scontrol-" in os.environ.get("PATH", ""):
+    controller, minus the 10 s wait) and hands everything else (`show hostnames`) to the real one, looked up when it
+    is called (the Slurm test may install it later in the session)."""
+    if STUB_PREFIX in os.environ.get("PATH", ""):
         return
-    folder = Path(tempfile.mkdtemp(prefix="tafs-scontrol-"))
+    folder = Path(tempfile.mkdtemp(prefix=STUB_PREFIX))
     stub = folder / "scontrol"
-    stub.write_text(f'#!/bin/sh\n[ "$1 $2" = "show config" ] && exit 1\nexec {real} "$@"\n')
+    stub.write_text('#!/bin/sh\n[ "$1 $2" = "show config" ] && exit 1\n'
+                    f'PATH="$(printf %s "$PATH" | tr : "\\n" | grep -v {STUB_PREFIX} | paste -sd:)"\n'
+                    'exec scontrol "$@"\n')
     stub.chmod(0o755)
     os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ['PATH']}"
+
+
+def path_without_scontrol_stub(path: str) -> str:
+    """PATH without the stub above: what the Slurm test's own commands see."""
+    return os.pathsep.join(p for p in path.split(os.pathsep) if STUB_PREFIX not in p)
 
 
 TINY = dict(layers=1, heads=2, head_dim=8, text_dim=16, text_layers=1, text_heads=2)
