@@ -1,14 +1,11 @@
 """Evaluation as scatter / gather Snakemake jobs (eval.shard_jobs = 2) on a 20-prompt task of the user's own and the
 shipped toy base: the DAG lists two scatter jobs and a gather; after one scatter job ran (a killed evaluation), a
-dry run schedules only the other one and the gather; the gather's metrics.json are one unsplit job's, exactly.
-(The in-process equivalent, every shard and the grid: tests/test_eval_shards.py.)"""
+dry run schedules only the other one and the gather, which writes the evaluation's files. (That the gather's
+metrics.json and samples.png are one unsplit job's, exactly: tests/test_eval_shards.py, in-process.)"""
 
 from __future__ import annotations
 
 import json
-import re
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -56,13 +53,4 @@ def test_a_killed_split_evaluation_reruns_only_its_unfinished_scatter_jobs(wf):
     res = run_snakemake(wf, "--cores", "1", METRICS, "--configfile", "split.yaml")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "shards [1, 3] (2 sampled now)" in (wf / L.log("eval", "base_job1.log")).read_text()
-
-    # one unsplit job (eval.shard_jobs = 1), the same command line but --shard-job, into another folder
-    shell = re.search(r"python -m tafs evaluate --model .*--threads 1", out).group(0)
-    one = wf / "one"
-    cmd = shell.replace(str(L.eval_model_dir(BASE)), str(one)).replace("python", sys.executable, 1)
-    done = subprocess.run(cmd, shell=True, cwd=wf, capture_output=True, text=True, timeout=300)  # JSON args quoted
-    assert done.returncode == 0, done.stderr[-3000:]
-    split, whole = json.loads((wf / METRICS).read_text()), json.loads((one / "ode" / "nfe4" / "metrics.json").read_text())
-    split.pop("wall_s"), whole.pop("wall_s")
-    assert split == whole
+    assert (wf / METRICS).exists() and (wf / L.eval_samples(BASE, "ode", 4)).exists()
