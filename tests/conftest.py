@@ -20,14 +20,12 @@ STUB_PREFIX = "tafs-scontrol-"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The longest files first, so that the session does not end on one of them while the other worker idles (with
-    `--dist loadfile` the workers take files in this order): the Slurm test (it mostly waits on its scheduler and
-    runs beside the others), then the files marked slow (DAG runs), then the rest. The Slurm test's client tools
-    (installed by the test on a fresh machine, and kept) would make every other `snakemake` start wait 10 s in the
-    Slurm executor plugin's `scontrol show config` once its cluster is stopped; every test gets an `scontrol` whose
-    `show config` fails at once instead, and the Slurm test takes it off its own PATH (tests/test_slurm.py `_env`)."""
-    items.sort(key=lambda item: (not item.nodeid.startswith("tests/test_slurm.py"),
-                                 item.get_closest_marker("slow") is None))
+    """The Slurm test goes first, so that it runs beside the other tests (it mostly waits on the scheduler): with
+    `--dist loadfile` a worker takes it before anything else. Its Slurm client tools (installed by the test on a fresh
+    machine, and kept) would make every other `snakemake` start wait 10 s in the Slurm executor plugin's `scontrol
+    show config` once its cluster is stopped; every test gets an `scontrol` whose `show config` fails at once
+    instead, and the Slurm test takes it off its own PATH (tests/test_slurm.py `_env`)."""
+    items.sort(key=lambda item: not item.nodeid.startswith("tests/test_slurm.py"))
     _fast_failing_scontrol_show_config()
 
 

@@ -15,8 +15,6 @@ from tafs.config import deep_merge
 from tafs.paths import Layout, ModelRef
 from test_user_task import PROMPTS, _jobs, _user_config, _write_prompts
 
-pytestmark = pytest.mark.slow  # DAG runs: scheduled early (conftest)
-
 L, BASE = Layout("results"), ModelRef.base()
 METRICS = str(L.eval_metrics(BASE, "ode", 4))
 # 20 prompts in 5 shards of 4 images at one NFE: scatter job 0 samples shards 0, 2, 4; job 1 shards 1, 3

@@ -13,8 +13,6 @@ from dag_utils import REPO, run_snakemake, scratch_workflow
 from tafs.config import ConfigError, load_config_file
 from tafs.owner import OTHER_SECTIONS, RESULT_SECTIONS, check, record, results_hash, sources
 
-pytestmark = pytest.mark.slow  # DAG runs: scheduled early (conftest)
-
 
 def test_every_config_section_is_classified():
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())

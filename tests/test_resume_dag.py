@@ -12,8 +12,6 @@ import yaml
 from dag_utils import REPO, run_snakemake, scratch_workflow
 from tafs.paths import Layout
 
-pytestmark = pytest.mark.slow  # DAG runs: scheduled early (conftest)
-
 RUN = "tafs_grpo"
 # max_runtime_min: a budget that ends every slice after one iteration (exit 75, tafs/train/preempt.py)
 SMALL = {"seeds": [0], "train": {"iterations": 2, "prompts_per_iter": 2, "group_size": 2, "checkpoint_every": 5,
